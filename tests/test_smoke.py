@@ -1,0 +1,53 @@
+"""Every script in codes/ (new ones are picked up automatically) runs end to end at a
+few training steps, writes its files, prints its report, and rejects bad input."""
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import CODES, load, run_script
+
+SCRIPTS = sorted(p.name for p in CODES.glob("*.py"))
+FAST = ["--steps", "20", "--samples", "50", "--seed", "1"]
+# flags a script needs on top of FAST for a quick run
+EXTRA = {}
+# scripts whose output another one reads: run them first in the same --out
+BEFORE = {}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_smoke(script, tmp_path):
+    for first in BEFORE.get(script, []):
+        r = run_script(first, *FAST, *EXTRA.get(first, []), "--out", tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = run_script(script, *FAST, *EXTRA.get(script, []), "--out", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stem = script.removesuffix(".py")
+    if stem.endswith("_video"):
+        gif = tmp_path / f"{stem.removesuffix('_video')}.gif"
+        frames = iio.imread(gif, index=None)
+        assert len(frames) >= 2
+        assert iio.immeta(gif).get("loop") == 0
+        return
+    assert "generated" in r.stdout, r.stdout
+    pngs = sorted(tmp_path.glob(f"{stem}_*.png"))
+    assert pngs, f"{script} wrote no figure"
+    for png in pngs:
+        assert iio.imread(png).ndim == 3
+    samples = np.load(tmp_path / f"{stem}_samples.npy")
+    assert len(samples) == 50 and np.isfinite(samples.astype(float)).all()
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if not s.endswith("_video.py")])
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--samples", "-3"], ["--steps", "x"],
+                                 ["--out", "{file}/sub"]])
+def test_bad_input_is_one_line_and_exit_2(script, bad, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    argv = [a.format(file=blocker) for a in bad]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        load(script).main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
