@@ -1,0 +1,194 @@
+"""Measure every toy script as a user runs it: whole-process time and fidelity.
+
+For each script in codes/ (the `_video` companions and image_ddpm excepted; new scripts
+are picked up automatically), run `python codes/<script>.py --out TMP --seed S` at its
+default settings for several seeds, then score the saved `<script>_samples.npy`:
+
+- time: median whole-process wall time, start to exit, in seconds.
+- W1/floor: the 1-Wasserstein distance between the generated samples and a fresh target
+  sample of the same size (in 2D: averaged over 64 fixed random directions, "sliced"),
+  divided by the same distance between two fresh target samples; both are averaged over
+  50 fresh draws. 1.0 means "as close as a second real sample".
+- each target's own figures (worst over the seeds): mean and std errors, the share of
+  samples per mode, the spread inside each mode.
+
+    python tests/benchmark.py                  # all toys, 3 seeds, prints a markdown table
+    python tests/benchmark.py --write-readme   # ... and puts it into README.md
+    python tests/benchmark.py --image          # adds the image script's CPU recipe
+
+The table between the two marker comments in README.md is this command's output.
+"""
+import argparse
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CODES = ROOT / "codes"
+README = ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+SPIKES = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+# the CPU recipe of image_ddpm.py, as given in the README
+IMAGE_RECIPE = ["--img-size", "16", "--steps", "1500"]
+
+
+def gaussian(mu, s):
+    mu = np.atleast_1d(np.asarray(mu, float))
+    return lambda n, rng: mu + s * rng.standard_normal((n, len(mu)))
+
+
+def four_spikes(n, rng):
+    return SPIKES[rng.integers(4, size=n)] + 0.01 * rng.standard_normal((n, 2))
+
+
+def two_modes(n, rng):
+    """1:2 mixture of N(-4, 1) and N(4, 1)."""
+    return np.where(rng.random((n, 1)) < 2 / 3, 4.0, -4.0) + rng.standard_normal((n, 1))
+
+
+def swiss_roll(n, rng):
+    """sklearn's make_swiss_roll(noise=1.0), coordinates 0 and 2, divided by 10."""
+    t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+    xz = np.stack([t * np.cos(t), t * np.sin(t)], 1) + rng.standard_normal((n, 2))
+    return xz / 10
+
+
+# every toy's target: (sampler(n, rng) -> (n, dim), kind of per-target figures)
+TARGETS = {
+    "simple_1Diffusion": (gaussian(1.0, 0.01), "gaussian"),
+    "single_DDPM": (gaussian(1.0, 0.01), "gaussian"),
+    "simple_DDPM": (gaussian(1.0, 0.01), "gaussian"),
+    "detailed_DDPM": (gaussian(1.0, 0.01), "gaussian"),
+    "simple_2Diffusion": (gaussian([-1.0, 1.0], 0.01), "gaussian"),
+    "simple_multimodal": (four_spikes, "spikes"),
+    "multimodal_DDPM": (four_spikes, "spikes"),
+    "elbo_diffusion": (two_modes, "two_modes"),
+    "swiss_roll_DDPM": (swiss_roll, "roll"),
+}
+
+
+def w1(x, y, directions=64):
+    """1-Wasserstein distance between equal-size samples (n, dim); sliced in 2D+."""
+    if x.shape[1] == 1:
+        return float(np.abs(np.sort(x[:, 0]) - np.sort(y[:, 0])).mean())
+    theta = np.random.default_rng(0).standard_normal((x.shape[1], directions))
+    theta /= np.linalg.norm(theta, axis=0)
+    return float(np.abs(np.sort(x @ theta, 0) - np.sort(y @ theta, 0)).mean())
+
+
+def fidelity(x, target, seed=0, draws=50):
+    """mean W1(x, fresh target) / mean W1(two fresh targets), over `draws` fresh samples:
+    about 1 for a perfect sampler (averaging steadies both against one unlucky draw)."""
+    rng = np.random.default_rng(seed + 1000)
+    floor = np.mean([w1(target(len(x), rng), target(len(x), rng)) for _ in range(draws)])
+    return np.mean([w1(x, target(len(x), rng)) for _ in range(draws)]) / floor
+
+
+def figures(x, target, kind):
+    """The target's own figures of merit, as {name: error}; 0 is perfect."""
+    if kind == "gaussian":
+        ref = target(200000, np.random.default_rng(0))
+        return {"mean err": np.abs(x.mean(0) - ref.mean(0)).max(),
+                "std err %": 100 * np.abs(x.std(0) / ref.std(0) - 1).max()}
+    if kind == "spikes":
+        nearest = ((x[:, None] - SPIKES) ** 2).sum(-1).argmin(1)
+        offset = x - SPIKES[nearest]
+        spread = [offset[nearest == k].std(0).max() if (nearest == k).sum() > 1 else np.inf
+                  for k in range(4)]
+        return {"share err": np.abs(np.bincount(nearest, minlength=4) / len(x) - 0.25).max(),
+                "spread err %": 100 * np.abs(np.array(spread) / 0.01 - 1).max(),
+                "max dist": np.linalg.norm(offset, axis=1).max()}
+    if kind == "two_modes":
+        right, left = x[x[:, 0] > 0, 0], x[x[:, 0] <= 0, 0]
+        return {"share>0 err": abs(len(right) / len(x) - 2 / 3),
+                "mean err": max(abs(right.mean() - 4), abs(left.mean() + 4)),
+                "std err %": 100 * max(abs(right.std() - 1), abs(left.std() - 1))}
+    return {}
+
+
+def run(script, seed, extra=()):
+    """Run one script in a fresh process; returns (wall seconds, samples array)."""
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, str(CODES / f"{script}.py"), "--out", out,
+                            "--seed", str(seed), *extra], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode:
+            sys.exit(f"{script} --seed {seed} failed:\n{r.stderr[-2000:]}")
+        return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy")
+
+
+def bench_toy(script, seeds):
+    target, kind = TARGETS[script]
+    walls, ratios, worst = [], [], {}
+    for seed in range(seeds):
+        wall, x = run(script, seed)
+        walls.append(wall)
+        ratios.append(fidelity(x, target, seed))
+        for k, v in figures(x, target, kind).items():
+            worst[k] = max(worst.get(k, 0), v)
+    details = ", ".join(f"{k} {v:.3g}" for k, v in worst.items()) or "-"
+    return (f"| {script} | {statistics.median(walls):.1f} | {np.median(ratios):.2f} | "
+            f"{max(ratios):.2f} | {details} |")
+
+
+def bench_image(seeds):
+    walls = [run("image_ddpm", seed, IMAGE_RECIPE)[0] for seed in range(seeds)]
+    steps, batch = int(IMAGE_RECIPE[3]), image_batch_size()
+    wall = statistics.median(walls)
+    return (f"| image_ddpm {' '.join(IMAGE_RECIPE)} (CPU) | {wall:.1f} | - | - | "
+            f"{steps * batch / wall:.0f} images/s over the whole process |")
+
+
+def image_batch_size():
+    src = (CODES / "image_ddpm.py").read_text()
+    return int(re.search(r"^BATCH_SIZE\s*=\s*(\d+)", src, re.M).group(1))
+
+
+def table(seeds, image, only=None):
+    toys = sorted(p.stem for p in CODES.glob("*.py") if p.stem in TARGETS)
+    toys = [s for s in toys if not only or s in only]
+    unknown = sorted(p.stem for p in CODES.glob("*.py")
+                     if p.stem not in TARGETS and not p.stem.endswith("_video")
+                     and p.stem != "image_ddpm")
+    if unknown:
+        sys.exit(f"no target in TARGETS for: {', '.join(unknown)}")
+    rows = [f"| script | time (s) | W1/floor median | W1/floor worst | worst over {seeds} seeds |",
+            "|---|---|---|---|---|"]
+    for script in toys:
+        rows.append(bench_toy(script, seeds))
+        print(rows[-1], file=sys.stderr)
+    if image:
+        rows.append(bench_image(seeds))
+    return "\n".join(rows)
+
+
+def write_readme(md):
+    text = README.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"README.md lacks the markers {START} and {END}")
+    head, rest = text.split(START, 1)
+    README.write_text(f"{head}{START}\n{md}\n{END}{rest.split(END, 1)[1]}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per script")
+    p.add_argument("--image", action="store_true", help="add the image CPU recipe")
+    p.add_argument("--write-readme", action="store_true", help="put the table into README.md")
+    p.add_argument("--only", nargs="+", metavar="SCRIPT", help="just these toys (no .py)")
+    args = p.parse_args(argv)
+    md = table(args.seeds, args.image, args.only)
+    print(md)
+    if args.write_readme:
+        write_readme(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The benchmark's scoring: a fresh target sample scores about 1, a collapsed one worse."""
+import numpy as np
+import pytest
+from benchmark import SPIKES, TARGETS, figures, fidelity
+
+
+@pytest.mark.parametrize("script", sorted(TARGETS))
+def test_fresh_target_scores_about_one_and_halved_spread_scores_worse(script):
+    target, kind = TARGETS[script]
+    x = target(2000, np.random.default_rng(7))
+    fresh = fidelity(x, target)
+    assert 0.5 < fresh < 1.6
+    centre = {"spikes": np.round(x), "two_modes": np.sign(x) * 4}.get(kind, x.mean(0))
+    halved = centre + (x - centre) / 2  # half the spread inside each mode
+    if kind == "spikes":
+        # W1 between spike mixtures is ruled by the spikes' counts, not their width: the
+        # spread figure is what sees the collapse
+        assert fidelity(halved, target) > fresh
+        assert figures(halved, target, kind)["spread err %"] > 40
+    else:
+        assert fidelity(halved, target) > 2.5
+
+
+def test_figures_of_a_fresh_sample_are_small_and_of_a_bad_one_large():
+    rng = np.random.default_rng(3)
+    gauss = TARGETS["simple_2Diffusion"][0]
+    g = figures(gauss(2000, rng), gauss, "gaussian")
+    assert g["mean err"] < 0.001 and g["std err %"] < 5
+    assert figures(gauss(2000, rng) + 0.003, gauss, "gaussian")["mean err"] > 0.002
+    s = figures(TARGETS["simple_multimodal"][0](2000, rng), None, "spikes")
+    assert s["share err"] < 0.03 and s["spread err %"] < 10 and s["max dist"] < 0.06
+    lopsided = SPIKES[np.repeat([0, 1, 2, 3], [800, 400, 400, 400])]
+    assert figures(lopsided + 0.01 * rng.standard_normal((2000, 2)), None, "spikes")[
+        "share err"] == pytest.approx(0.15)
+    m = figures(TARGETS["elbo_diffusion"][0](2000, rng), None, "two_modes")
+    assert m["share>0 err"] < 0.04 and m["mean err"] < 0.15 and m["std err %"] < 10
