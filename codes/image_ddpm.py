@@ -1,0 +1,407 @@
+"""DDPM on images: a small UNet learns to remove noise from pictures of coloured shapes.
+
+Forward process (Ho et al. 2020, eq. 4), with alpha_bar_t = prod_{s<=t} (1 - beta_s):
+
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,    eps ~ N(0, I)
+
+The UNet eps_theta(x_t, t) is trained to predict eps (Algorithm 1, loss |eps - eps_theta|^2).
+Sampling starts from x_T ~ N(0, I) and takes T ancestral steps (Algorithm 2, eq. 11):
+
+    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta) / sqrt(1 - beta_t) + sigma_t z,
+    sigma_t^2 = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+
+or, with --sample-steps K, K deterministic DDIM steps t -> s (Song et al. 2021, eq. 12, eta = 0):
+
+    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s) eps_theta,
+    x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t)
+
+The betas run linearly from 1e-4 to 0.02 for T = 1000 (Ho et al.); with T = 300 they are
+scaled by 1000 / T, so that alpha_bar_T is ~4e-5 again. (Unscaled, 300 steps leave 22% of
+the image in x_T, and sampling from pure noise would start from the wrong distribution.)
+
+Data: generated RGB shapes (circles, squares, triangles) by default, or --data DIR.
+Runs on cuda, then mps, then cpu (--device overrides); bf16 autocast on cuda.
+
+Run (GPU):  python codes/image_ddpm.py
+Run (CPU):  python codes/image_ddpm.py --img-size 16 --steps 1500 --batch-size 32
+Writes: outputs/image_ddpm_{samples,denoising,loss}.png, image_ddpm_samples.npy (uint8,
+        N x H x W x 3) and the checkpoint image_ddpm.pt (continue with --resume)
+"""
+import argparse
+import copy
+import math
+import os
+import sys
+import tempfile
+import time
+
+import imageio.v3 as iio
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+NAME = "image_ddpm"
+# data: square RGB images scaled to [-1, 1]
+IMG_SIZE = 32
+# noise schedule: linear betas (Ho et al. 2020), scaled to T steps
+T = 300
+BETA_1, BETA_T = 1e-4 * 1000 / T, 0.02 * 1000 / T
+# model: UNet widths, one per resolution (each level halves the image)
+CHANNELS = (32, 64, 128)
+T_DIM = 128  # width of the time embedding
+# training
+STEPS, BATCH, LR = 4000, 128, 1e-3
+EMA = 0.999  # decay of the weight average used for sampling
+SAVE_EVERY = 1000  # checkpoint and preview grid
+# sampling
+SAMPLES = 64
+GRID = 64  # images shown in the sample grid
+
+
+def shapes(n, size=IMG_SIZE, generator=None):
+    """n images of one shape each on a plain background: (n, 3, size, size) in [-1, 1]."""
+    u = lambda *shape: torch.rand(*shape, generator=generator)
+    kind = torch.randint(3, (n,), generator=generator)  # 0 circle, 1 square, 2 triangle
+    r = 0.25 + 0.2 * u(n, 1, 1)  # size, as a fraction of the image
+    cx, cy = [r + (1 - 2 * r) * u(n, 1, 1) for _ in "xy"]  # keeps the shape inside
+    pix = (torch.arange(size) + 0.5) / size
+    dx, dy = pix.view(1, 1, -1) - cx, pix.view(1, -1, 1) - cy  # (n, size, size)
+    normals = torch.tensor([90.0, 210.0, 330.0]).deg2rad()  # triangle edges, apex up
+    dist = torch.stack([  # signed distance to the outline, negative inside
+        (dx**2 + dy**2).sqrt() - r,
+        torch.maximum(dx.abs(), dy.abs()) - 0.75 * r,
+        (dx[..., None] * normals.cos() + dy[..., None] * normals.sin()).amax(-1) - r / 2,
+    ])[kind, torch.arange(n)]
+    inside = (0.5 - dist * size).clamp(0, 1)[:, None]  # 1 inside, a one-pixel soft edge
+    background, colour = 0.3 * u(n, 3, 1, 1), 0.5 + 0.5 * u(n, 3, 1, 1)
+    return 2 * (background + inside * (colour - background)) - 1
+
+
+def load_folder(folder, size):
+    """Every image under folder, RGB, centre-cropped and resized: (N, 3, size, size)."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"--data {folder} is not a folder")
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)
+    images, skipped = [], []
+    for path in paths:
+        try:
+            img = Image.fromarray(iio.imread(path, index=0)).convert("RGB")
+        except Exception:  # not an image, or one that imageio/PIL cannot decode
+            skipped.append(path)
+            continue
+        img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)  # centre crop + resize
+        images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+    if not images:
+        raise ValueError(f"--data {folder} holds no readable image")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable file(s) in {folder}, "
+              f"e.g. {skipped[0]}", file=sys.stderr)
+    return torch.stack(images).float() / 127.5 - 1
+
+
+def schedule():
+    """beta_t, alpha_bar_t for t = 0..T (index = t; beta_0 = 0, alpha_bar_0 = 1)."""
+    beta = torch.cat([torch.zeros(1), torch.linspace(BETA_1, BETA_T, T, dtype=torch.float64)])
+    return beta.float(), torch.cumprod(1 - beta, 0).float()
+
+
+class Block(torch.nn.Module):
+    """Two 3x3 convolutions, the time embedding added between them, and a 1x1 skip."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.norm2 = torch.nn.GroupNorm(8, c_out), torch.nn.GroupNorm(8, c_out)
+        self.time = torch.nn.Linear(T_DIM, c_out)
+        self.skip = torch.nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x, emb):
+        h = F.silu(self.norm1(self.conv1(x))) + self.time(emb)[:, :, None, None]
+        return F.silu(self.norm2(self.conv2(h))) + self.skip(x)
+
+
+def time_embedding(t, dim=T_DIM):
+    """Sinusoidal embedding of the step (Vaswani et al. 2017): t (n,) -> (n, dim)."""
+    freq = torch.exp(-math.log(10000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angle = t.float()[:, None] * freq
+    return torch.cat([angle.sin(), angle.cos()], 1)
+
+
+class UNet(torch.nn.Module):
+    """eps_theta(x_t, t): x_t (n, 3, S, S) and integer steps t (n,) in 1..T -> eps (n, 3, S, S).
+    Down blocks halve the image, up blocks double it and take the matching down output."""
+
+    def __init__(self, c=CHANNELS):
+        super().__init__()
+        self.time_mlp = torch.nn.Sequential(
+            torch.nn.Linear(T_DIM, T_DIM), torch.nn.SiLU(), torch.nn.Linear(T_DIM, T_DIM))
+        self.conv_in = torch.nn.Conv2d(3, c[0], 3, padding=1)
+        self.downs = torch.nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
+        self.mid = Block(c[-1], c[-1])
+        self.ups = torch.nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)])
+                                       for i in reversed(range(len(c))))
+        self.conv_out = torch.nn.Conv2d(c[0], 3, 3, padding=1)
+
+    def forward(self, x, t):
+        emb = self.time_mlp(time_embedding(t))
+        h, skips = self.conv_in(x), []
+        for i, down in enumerate(self.downs):
+            h = down(F.avg_pool2d(h, 2) if i else h, emb)
+            skips.append(h)
+        h = self.mid(h, emb)
+        for i, up in enumerate(self.ups):
+            h = F.interpolate(h, scale_factor=2.0) if i else h
+            h = up(torch.cat([h, skips.pop()], 1), emb)
+        return self.conv_out(h)
+
+
+def step_generator(seed, step):
+    """The random numbers of one training step, derived from (seed, step) alone, so a
+    resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
+def save_checkpoint(path, **state):
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
+
+
+def from_checkpoint(state, device="cpu"):
+    """The EMA network stored in a checkpoint, ready to sample with."""
+    model = UNet(state["config"]["channels"]).to(device)
+    model.load_state_dict(state["ema"])
+    return model.eval()
+
+
+def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, device="cpu",
+          out=None, state=None):
+    """Fit eps_theta (Ho et al. Algorithm 1); returns (EMA model, losses).
+    images: (N, 3, S, S) in [-1, 1] to draw batches from, or None for generated shapes.
+    out: folder for the checkpoint and preview grid (every SAVE_EVERY steps, at the end and
+    on Ctrl-C); state: a loaded checkpoint to continue from, up to step `steps`."""
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model = UNet().to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    start, losses = 0, []
+    if state:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start, losses = state["step"], list(state["losses"])
+    print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    alpha_bar = schedule()[1].to(device)
+    config = {"img_size": img_size, "channels": list(CHANNELS), "T": T, "batch": batch, "seed": seed}
+
+    def save():
+        if out:
+            save_checkpoint(f"{out}/{NAME}.pt", model=model.state_dict(), ema=ema.state_dict(),
+                            opt=opt.state_dict(), step=len(losses), losses=losses, config=config)
+
+    bar, t0 = tqdm(range(start, steps), initial=start, total=steps, desc="training"), time.time()
+    try:
+        for step in bar:
+            g = step_generator(seed, step)
+            x0 = shapes(batch, img_size, g) if images is None else \
+                images[torch.randint(len(images), (batch,), generator=g)]
+            t = torch.randint(1, T + 1, (batch,), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            x0, t, eps = x0.to(device), t.to(device), eps.to(device)
+            ab = alpha_bar[t].view(-1, 1, 1, 1)
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # eq. 4
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss = F.mse_loss(model(xt, t).float(), eps)  # Algorithm 1, line 5
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # EMA, with a short warm-up so short runs average less
+                decay = min(EMA, (1 + step) / (10 + step))
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1 - decay)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False,
+                            img_s=f"{(step + 1 - start) * batch / (time.time() - t0):.0f}")
+            if (step + 1) % SAVE_EVERY == 0 and out:
+                save()
+                preview = sample(ema, 16, seed, img_size, device=device)[-1]
+                plot_samples(preview, x0[:16].cpu(), out, f"step {step + 1}, EMA, DDPM")
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted at step {len(losses)}: checkpoint saved, continue with --resume",
+              file=sys.stderr)
+        raise SystemExit(130)
+    save()
+    return ema.eval(), losses
+
+
+def timesteps(sample_steps=None):
+    """The steps t visited while sampling, T down to 0: all (DDPM) or K + 1 of them (DDIM)."""
+    if sample_steps is None:
+        return torch.arange(T, -1, -1)
+    return torch.linspace(T, 0, sample_steps + 1).round().long()
+
+
+@torch.no_grad()
+def sample(model, n, seed=0, img_size=IMG_SIZE, sample_steps=None, device="cpu"):
+    """From x_T ~ N(0, I) to x_0 by DDPM (Algorithm 2), or DDIM with sample_steps = K.
+    Returns every level, (levels + 1, n, 3, S, S), on the cpu. The random numbers come from
+    torch.Generator().manual_seed(seed) in this order: x_T, then one z per DDPM step."""
+    g = torch.Generator().manual_seed(seed)
+    beta, alpha_bar = schedule()
+    x = torch.randn(n, 3, img_size, img_size, generator=g)
+    xs, ts = [x], timesteps(sample_steps)
+    for t, s in zip(ts[:-1], ts[1:]):
+        eps = model(x.to(device), t.expand(n).to(device)).float().cpu()
+        if sample_steps is None:  # ancestral step t -> s = t - 1, eq. 11 (sigma_1 = 0)
+            sigma = (beta[t] * (1 - alpha_bar[s]) / (1 - alpha_bar[t])).sqrt()
+            z = torch.randn(x.shape, generator=g)
+            x = (x - beta[t] / (1 - alpha_bar[t]).sqrt() * eps) / (1 - beta[t]).sqrt() + sigma * z
+        else:  # deterministic DDIM step t -> s (Song et al. eq. 12, eta = 0)
+            x0 = (x - (1 - alpha_bar[t]).sqrt() * eps) / alpha_bar[t].sqrt()
+            x = alpha_bar[s].sqrt() * x0 + (1 - alpha_bar[s]).sqrt() * eps
+        xs.append(x)
+    return torch.stack(xs)
+
+
+def to_uint8(x):
+    """(n, 3, S, S) in [-1, 1] -> (n, S, S, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def tile(x):
+    """(n, 3, S, S) in [-1, 1] -> one (rows * S, cols * S, 3) uint8 picture."""
+    imgs = to_uint8(x)
+    n, s = len(imgs), imgs.shape[1]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * cols, s, s, 3), 255, np.uint8)
+    grid[:n] = imgs
+    return grid.reshape(rows, cols, s, s, 3).swapaxes(1, 2).reshape(rows * s, cols * s, 3)
+
+
+def report(x, target):
+    """Pixel statistics of generated against target images, as printed lines and a dict."""
+    x = x.clamp(-1, 1)
+    w1 = (x.flatten().sort().values - target.flatten().sort().values).abs().mean()
+    r = {"target_mean": target.mean().item(), "target_std": target.std().item(),
+         "mean": x.mean().item(), "std": x.std().item(), "pixel_w1": w1.item()}
+    print(f"target    pixel mean {r['target_mean']:+.3f}  std {r['target_std']:.3f}")
+    print(f"generated pixel mean {r['mean']:+.3f}  std {r['std']:.3f}  ({len(x)} images)")
+    print(f"W1 between the pixel values of generated and target images {r['pixel_w1']:.4f}")
+    return r
+
+
+def plot_samples(x, target, out, title):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 5.3))
+    a.imshow(tile(target[:GRID]))
+    a.set_title("training images (target)")
+    b.imshow(tile(x[:GRID]))
+    b.set_title(f"generated: {title}")
+    for ax in (a, b):
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(f"{out}/{NAME}_samples.png", dpi=100)
+    plt.close(fig)
+
+
+def plot(losses, traj, target, ts, sampler, out, show):
+    plot_samples(traj[-1], target, out, sampler)
+    fig, axes = plt.subplots(1, 10, figsize=(15, 1.9))
+    for ax, i in zip(axes, np.linspace(0, len(traj) - 1, 10).round().astype(int)):
+        ax.imshow(tile(traj[i, :1]))
+        ax.set_title(f"t = {ts[i]}")
+        ax.axis("off")
+    fig.suptitle(f"one sample denoised from x_T (noise) to x_0, {sampler}")
+    fig.tight_layout()
+    fig.savefig(f"{out}/{NAME}_denoising.png", dpi=100)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(losses, lw=0.5, alpha=0.5, label="per step")
+    smooth = np.convolve(losses, np.ones(50) / 50, "valid") if len(losses) >= 50 else losses
+    ax.plot(np.arange(len(smooth)) + len(losses) - len(smooth), smooth, label="mean of 50 steps")
+    ax.set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
+    ax.legend()
+    fig.savefig(f"{out}/{NAME}_loss.png", dpi=100)
+    if show:
+        plt.show()
+    plt.close("all")
+
+
+def pick_device(name=None):
+    """--device if given, else cuda, then mps, then cpu."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")  # one line, exit 2
+    p.add_argument("--steps", type=int, default=STEPS, help="training iterations (in all)")
+    p.add_argument("--samples", type=int, default=SAMPLES, help="images to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs", help="folder for figures, samples, checkpoint")
+    p.add_argument("--show", action="store_true", help="open the figures")
+    p.add_argument("--data", help="train on the images under this folder instead of shapes")
+    p.add_argument("--img-size", type=int, default=IMG_SIZE, help="a multiple of 4")
+    p.add_argument("--batch-size", type=int, default=BATCH)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--sample-only", action="store_true", help="sample from the checkpoint")
+    p.add_argument("--sample-steps", type=int, help="sample by DDIM with this many steps")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples, args.batch_size, args.img_size) <= 0 or args.seed < 0:
+        p.error("--steps, --samples, --batch-size, --img-size must be positive, --seed >= 0")
+    if args.img_size % 2 ** (len(CHANNELS) - 1):
+        p.error(f"--img-size must be a multiple of {2 ** (len(CHANNELS) - 1)}")
+    if args.sample_steps is not None and not 0 < args.sample_steps <= T:
+        p.error(f"--sample-steps must be between 1 and T = {T}")
+    try:  # fail now, not after training
+        os.makedirs(args.out, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as e:
+        p.error(f"cannot write to --out {args.out}: {e.strerror}")
+    args.ckpt = f"{args.out}/{NAME}.pt"
+    if (args.resume or args.sample_only) and not os.path.exists(args.ckpt):
+        p.error(f"no checkpoint {args.ckpt}: train first (without --resume / --sample-only)")
+    try:
+        args.images = load_folder(args.data, args.img_size) if args.data else None
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    print(f"device: {device}")
+    state = None
+    if args.resume or args.sample_only:
+        state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
+    img_size = state["config"]["img_size"] if state else args.img_size
+    if args.sample_only:
+        model, losses = from_checkpoint(state, device), state["losses"]
+    else:
+        model, losses = train(args.steps, args.seed, args.images, img_size, args.batch_size,
+                              device, args.out, state)
+    traj = sample(model, args.samples, args.seed, img_size, args.sample_steps, device)
+    np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(traj[-1]))
+    g = torch.Generator().manual_seed(12345)
+    target = shapes(args.samples, img_size, g) if args.images is None else \
+        args.images[torch.randint(len(args.images), (args.samples,), generator=g)]
+    r = report(traj[-1], target)
+    sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
+    plot(losses, traj, target, timesteps(args.sample_steps).tolist(), sampler,
+         args.out, args.show)
+    return r
+
+
+if __name__ == "__main__":
+    main()
