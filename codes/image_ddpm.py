@@ -89,11 +89,10 @@ def load_folder(folder, size):
     for path in paths:
         try:
             img = Image.fromarray(iio.imread(path, index=0)).convert("RGB")
+            img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)  # centre crop, resize
+            images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
         except Exception:  # not an image, or one that imageio/PIL cannot decode
             skipped.append(path)
-            continue
-        img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)  # centre crop + resize
-        images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
     if not images:
         raise ValueError(f"--data {folder} holds no readable image")
     if skipped:
@@ -165,11 +164,6 @@ def step_generator(seed, step):
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
 
 
-def save_checkpoint(path, **state):
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
-
-
 def from_checkpoint(state, device="cpu"):
     """The EMA network stored in a checkpoint, ready to sample with."""
     model = UNet(state["config"]["channels"]).to(device)
@@ -190,18 +184,18 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     start, losses = 0, []
     if state:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")]:
+            part.load_state_dict(state[key])
         start, losses = state["step"], list(state["losses"])
     print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     alpha_bar = schedule()[1].to(device)
     config = {"img_size": img_size, "channels": list(CHANNELS), "T": T, "batch": batch, "seed": seed}
 
-    def save():
+    def save():  # write, then rename: a crash never leaves half a checkpoint
         if out:
-            save_checkpoint(f"{out}/{NAME}.pt", model=model.state_dict(), ema=ema.state_dict(),
-                            opt=opt.state_dict(), step=len(losses), losses=losses, config=config)
+            torch.save(dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                            step=len(losses), losses=losses, config=config), f"{out}/{NAME}.tmp")
+            os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
 
     bar, t0 = tqdm(range(start, steps), initial=start, total=steps, desc="training"), time.time()
     try:
@@ -209,9 +203,8 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
             g = step_generator(seed, step)
             x0 = shapes(batch, img_size, g) if images is None else \
                 images[torch.randint(len(images), (batch,), generator=g)]
-            t = torch.randint(1, T + 1, (batch,), generator=g)
-            eps = torch.randn(x0.shape, generator=g)
-            x0, t, eps = x0.to(device), t.to(device), eps.to(device)
+            t = torch.randint(1, T + 1, (batch,), generator=g).to(device)
+            x0, eps = x0.to(device), torch.randn(x0.shape, generator=g).to(device)
             ab = alpha_bar[t].view(-1, 1, 1, 1)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # eq. 4
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
@@ -228,8 +221,8 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
                             img_s=f"{(step + 1 - start) * batch / (time.time() - t0):.0f}")
             if (step + 1) % SAVE_EVERY == 0 and out:
                 save()
-                preview = sample(ema, 16, seed, img_size, device=device)[-1]
-                plot_samples(preview, x0[:16].cpu(), out, f"step {step + 1}, EMA, DDPM")
+                preview = sample(ema, 16, seed, img_size, device=device)[-1]  # a 4 x 4 grid
+                iio.imwrite(f"{out}/{NAME}_samples.png", tile(preview))  # replaced at the end
     except KeyboardInterrupt:
         save()
         print(f"interrupted at step {len(losses)}: checkpoint saved, continue with --resume",
@@ -241,9 +234,8 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
 
 def timesteps(sample_steps=None):
     """The steps t visited while sampling, T down to 0: all (DDPM) or K + 1 of them (DDIM)."""
-    if sample_steps is None:
-        return torch.arange(T, -1, -1)
-    return torch.linspace(T, 0, sample_steps + 1).round().long()
+    K = sample_steps or T
+    return torch.linspace(T, 0, K + 1).round().long()
 
 
 @torch.no_grad()
@@ -275,12 +267,11 @@ def to_uint8(x):
 
 def tile(x):
     """(n, 3, S, S) in [-1, 1] -> one (rows * S, cols * S, 3) uint8 picture."""
-    imgs = to_uint8(x)
-    n, s = len(imgs), imgs.shape[1]
+    n, s = len(x), x.shape[-1]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    grid = np.full((rows * cols, s, s, 3), 255, np.uint8)
-    grid[:n] = imgs
+    grid = np.full((rows * cols, s, s, 3), 255, np.uint8)  # white where the grid has no image
+    grid[:n] = to_uint8(x)
     return grid.reshape(rows, cols, s, s, 3).swapaxes(1, 2).reshape(rows * s, cols * s, 3)
 
 
@@ -296,36 +287,25 @@ def report(x, target):
     return r
 
 
-def plot_samples(x, target, out, title):
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 5.3))
-    a.imshow(tile(target[:GRID]))
-    a.set_title("training images (target)")
-    b.imshow(tile(x[:GRID]))
-    b.set_title(f"generated: {title}")
-    for ax in (a, b):
-        ax.axis("off")
+def plot(losses, traj, target, ts, sampler, out, show):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    for ax, x, title in zip(axes, [target, traj[-1]], ["training images", f"generated: {sampler}"]):
+        ax.imshow(tile(x[:GRID]))
+        ax.set(title=title, xticks=[], yticks=[])
     fig.tight_layout()
     fig.savefig(f"{out}/{NAME}_samples.png", dpi=100)
-    plt.close(fig)
 
-
-def plot(losses, traj, target, ts, sampler, out, show):
-    plot_samples(traj[-1], target, out, sampler)
     fig, axes = plt.subplots(1, 10, figsize=(15, 1.9))
     for ax, i in zip(axes, np.linspace(0, len(traj) - 1, 10).round().astype(int)):
         ax.imshow(tile(traj[i, :1]))
-        ax.set_title(f"t = {ts[i]}")
-        ax.axis("off")
+        ax.set(title=f"t = {ts[i]}", xticks=[], yticks=[])
     fig.suptitle(f"one sample denoised from x_T (noise) to x_0, {sampler}")
     fig.tight_layout()
     fig.savefig(f"{out}/{NAME}_denoising.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.5, alpha=0.5, label="per step")
-    smooth = np.convolve(losses, np.ones(50) / 50, "valid") if len(losses) >= 50 else losses
-    ax.plot(np.arange(len(smooth)) + len(losses) - len(smooth), smooth, label="mean of 50 steps")
+    ax.plot(losses, lw=0.5)
     ax.set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
-    ax.legend()
     fig.savefig(f"{out}/{NAME}_loss.png", dpi=100)
     if show:
         plt.show()
@@ -334,11 +314,8 @@ def plot(losses, traj, target, ts, sampler, out, show):
 
 def pick_device(name=None):
     """--device if given, else cuda, then mps, then cpu."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    mps = torch.backends.mps.is_available()
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"))
 
 
 def parse_args(argv):
@@ -382,9 +359,8 @@ def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
     print(f"device: {device}")
-    state = None
-    if args.resume or args.sample_only:
-        state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
+    resumed = args.resume or args.sample_only
+    state = torch.load(args.ckpt, map_location="cpu", weights_only=True) if resumed else None
     img_size = state["config"]["img_size"] if state else args.img_size
     if args.sample_only:
         model, losses = from_checkpoint(state, device), state["losses"]
@@ -398,8 +374,7 @@ def main(argv=None):
         args.images[torch.randint(len(args.images), (args.samples,), generator=g)]
     r = report(traj[-1], target)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
-    plot(losses, traj, target, timesteps(args.sample_steps).tolist(), sampler,
-         args.out, args.show)
+    plot(losses, traj, target, timesteps(args.sample_steps).tolist(), sampler, args.out, args.show)
     return r
 
 

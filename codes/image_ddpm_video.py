@@ -33,7 +33,8 @@ def frame_levels(levels, frames=FRAMES):
 
 def render(traj, ts):
     """One RGB frame per chosen level, the grid drawn on fixed axes."""
-    fig, ax = plt.subplots(figsize=(4, 4.3))
+    fig, ax = plt.subplots(figsize=(3.2, 3.45))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.91)
     ax.axis("off")
     picture = ax.imshow(ddpm.tile(traj[0]))
     frames = []
