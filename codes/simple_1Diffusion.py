@@ -11,11 +11,11 @@ Sampling starts from pure noise x ~ N(0, sigma_0^2) and walks down the ladder:
 
 which removes exactly the noise that separates level i from level i+1: it is an Euler
 step of the probability-flow ODE dx/dsigma = E[eps | x] (Karras et al. eq. 4).
-sigma_0 = 20 swamps the data, so starting at mean 0 instead of MU leaves an offset of
-only MU * S / sigma_0 = 0.0005 at the end; 100 levels keep the Euler error in the std
-to about 5% (the exact denoiser gives std 0.0095).
+sigma_0 = 80 swamps the data, so starting at mean 0 instead of MU leaves an offset of
+only MU * S / sigma_0 = 0.0001 at the end. Euler steps are first order: 400 levels keep
+the error in the std to 3% (the exact denoiser gives 0.0097; 100 levels give 0.0093).
 
-Run:    python codes/simple_1Diffusion.py            (about 6 s on 2 CPU cores)
+Run:    python codes/simple_1Diffusion.py            (about 8 s on 2 CPU cores)
 Writes: outputs/simple_1Diffusion_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse
@@ -30,7 +30,7 @@ import torch
 MU, S = 1.0, 0.01
 DIM = 1
 # noise ladder (Karras et al. 2022, eq. 5)
-SIGMA_MAX, SIGMA_MIN, RHO, LEVELS = 20.0, 0.002, 7.0, 100
+SIGMA_MAX, SIGMA_MIN, RHO, LEVELS = 80.0, 0.002, 7.0, 400
 # model: MLP on (x / sqrt(1 + sigma^2), log sigma)
 HIDDEN = 64
 # training
@@ -44,11 +44,14 @@ def target_sample(n, generator=None):
     return MU + S * torch.randn(n, DIM, generator=generator)
 
 
-def noise_ladder(levels=LEVELS):
-    """sigma_0 > ... > sigma_{levels-1} = SIGMA_MIN, then sigma_levels = 0."""
-    ramp = torch.linspace(0, 1, levels)
-    sigma = (SIGMA_MAX ** (1 / RHO) + ramp * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
-    return torch.cat([sigma, torch.zeros(1)])
+def karras_sigma(ramp):
+    """Noise level at ramp in [0, 1]: SIGMA_MAX at 0, SIGMA_MIN at 1 (Karras et al. eq. 5)."""
+    return (SIGMA_MAX ** (1 / RHO) + ramp * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
+
+
+def noise_ladder():
+    """sigma_0 = SIGMA_MAX > ... > sigma_{LEVELS-1} = SIGMA_MIN, then sigma_LEVELS = 0."""
+    return torch.cat([karras_sigma(torch.linspace(0, 1, LEVELS)), torch.zeros(1)])
 
 
 class Denoiser(torch.nn.Module):
@@ -68,14 +71,15 @@ class Denoiser(torch.nn.Module):
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
-    """Fit eps_theta on random levels of the ladder; returns (model, losses)."""
+    """Fit eps_theta at random levels between SIGMA_MAX and SIGMA_MIN, spaced like the
+    ladder; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, sigmas = Denoiser(), noise_ladder()[:-1]
+    model = Denoiser()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):
-        sigma = sigmas[torch.randint(LEVELS, (batch, 1))]
+        sigma = karras_sigma(torch.rand(batch, 1))
         eps = torch.randn(batch, DIM)
         x = target_sample(batch) + sigma * eps
         loss = ((model(x, sigma) - eps) ** 2).mean()
