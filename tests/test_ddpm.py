@@ -102,3 +102,45 @@ def test_short_training_lands_near_the_target():
     assert abs(x.mean().item() - m.MU) < 0.01
     assert 0.5 * m.S < x.std().item() < 2 * m.S
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
+
+
+def exact_eps_spikes(m):
+    """E[eps | x_t] for the four-spike mixture: each spike's answer, weighted by how likely
+    x_t came from it (a softmax over spikes)."""
+    ab = m.schedule()[1].float()
+
+    def eps(x, t):
+        a = ab[t][:, None, None]  # (n, 1, 1)
+        var = a * m.S**2 + 1 - a
+        d = x[:, None, :] - a.sqrt() * m.CENTERS  # (n, spikes, DIM)
+        w = torch.softmax(-(d**2).sum(-1, keepdim=True) / (2 * var), dim=1)
+        return (w * d).sum(1) * (1 - a[:, 0]).sqrt() / var[:, 0]
+    return eps
+
+
+def test_multimodal_last_level_is_close_enough_to_the_N01_prior():
+    """q(x_T) mixes N(sqrt(ab_T) c, (ab_T S^2 + 1 - ab_T) I); KL is convex, so its KL to
+    N(0, I) is at most the mean of the components' KLs, ~ ab_T |c|^2 / 2 = ab_T."""
+    m = load("multimodal_DDPM.py")
+    ab = m.schedule()[1][-1].item()
+    var = ab * m.S**2 + 1 - ab
+    kl = 0.5 * (m.DIM * (var - 1 - np.log(var)) + ab * (m.CENTERS**2).sum(1).mean().item())
+    assert ab <= 0.01 and kl <= 0.01
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_multimodal_exact_noise_prediction_reproduces_the_spikes(seed):
+    m = load("multimodal_DDPM.py")
+    beta = m.schedule()[0]
+    assert beta[1] <= m.S**2 / 100
+    x = m.sample(exact_eps_spikes(m), 4000, seed=seed)[-1]
+    k, dist = m.nearest(x)
+    share = torch.bincount(k, minlength=4) / len(x)
+    assert torch.all((share - 0.25).abs() < 0.03)
+    for j in range(4):
+        assert torch.all((x[k == j].std(0) / m.S - 1).abs() < 0.1)
+    assert dist.max() < 0.1
+    g = torch.Generator().manual_seed(7)
+    floor = np.mean([m.sliced_w1(m.target_sample(4000, g), m.target_sample(4000, g))
+                     for _ in range(5)])
+    assert m.sliced_w1(x, m.target_sample(4000, g)) < 2 * floor
