@@ -19,7 +19,7 @@ how close the bound gets. Sampling runs the learned reverse chain from x_T ~ N(0
 with the same t/T input as in training.
 
 Run:    python codes/elbo_diffusion.py            (about 25 s on 2 CPU cores)
-Writes: outputs/elbo_diffusion_{forward,loss,reverse}.png and _samples.npy
+Writes: outputs/elbo_diffusion_{training,reverse}.png and _samples.npy
 """
 import argparse
 import os
@@ -36,7 +36,7 @@ T, BETA = 100, 0.1
 # model: two MLPs on (x_t, t/T), one for the mean, one for the std
 HIDDEN = 32
 # training: BATCH whole trajectories per step
-STEPS, BATCH, LR = 3000, 64, 1e-2
+STEPS, BATCH, LR = 6000, 32, 1e-2
 # sampling
 SAMPLES = 2000
 
@@ -74,9 +74,8 @@ class Reverse(torch.nn.Module):
             torch.nn.Linear(2, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, 1)) for _ in range(2))
-        for net in (self.mean_net, self.std_net):  # start at mean x_t, std sqrt(beta)
-            torch.nn.init.zeros_(net[-1].weight)
-            torch.nn.init.zeros_(net[-1].bias)
+        for layer in (self.mean_net[-1], self.std_net[-1]):  # start: mean x_t, std sqrt(beta)
+            torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
 
     def forward(self, xt, s):
         h = torch.cat([xt / 4, s], dim=-1)
@@ -86,6 +85,7 @@ class Reverse(torch.nn.Module):
 
 def log_normal(x, mean, std):
     """log N(x; mean, std^2)"""
+    std = torch.as_tensor(std)
     return -0.5 * ((x - mean) / std) ** 2 - torch.log(std * (2 * torch.pi) ** 0.5)
 
 
@@ -96,9 +96,8 @@ def bound(traj, model, beta=BETA):
     s = (torch.arange(1, steps + 1) / steps).view(-1, 1, 1).expand_as(xt)
     mean, std = model(xt, s)  # all T steps of all trajectories at once
     log_p = log_normal(x_prev, mean, std)
-    log_q = log_normal(xt, (1 - beta) ** 0.5 * x_prev, torch.tensor(beta) ** 0.5)
-    log_p_T = log_normal(traj[-1], 0.0, torch.tensor(1.0))
-    return -(log_p_T + (log_p - log_q).sum(0)).mean()
+    log_q = log_normal(xt, (1 - beta) ** 0.5 * x_prev, beta**0.5)  # the forward step, eq. 2
+    return -(log_normal(traj[-1], 0.0, 1.0) + (log_p - log_q).sum(0)).mean()
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
@@ -142,14 +141,15 @@ def report(x):
     g = torch.Generator().manual_seed(12345)
     refs = [target_sample(len(x), g)[:, 0].numpy() for _ in range(11)]
     floor = float(np.mean([w1(refs[i], refs[i + 1]) for i in range(1, 11, 2)]))
-    r = {"share_right": float((x > 0).mean()), "w1": w1(x, refs[0]), "w1_floor": floor}
-    print(f"target    share x > 0 {WEIGHTS[1]:.3f}   left mean {MEANS[0]:+.3f} std {STD:.3f}"
-          f"   right mean {MEANS[1]:+.3f} std {STD:.3f}")
-    for side, part in (("left", x[x <= 0]), ("right", x[x > 0])):
-        r[f"{side}_mean"], r[f"{side}_std"] = float(part.mean()), float(part.std())
-    print(f"generated share x > 0 {r['share_right']:.3f}   left mean {r['left_mean']:+.3f} "
-          f"std {r['left_std']:.3f}   right mean {r['right_mean']:+.3f} std {r['right_std']:.3f}")
+    left, right = x[x <= 0], x[x > 0]
+    r = {"share_right": float((x > 0).mean()), "left_mean": float(left.mean()),
+         "left_std": float(left.std()), "right_mean": float(right.mean()),
+         "right_std": float(right.std()), "w1": w1(x, refs[0]), "w1_floor": floor}
     r["w1_ratio"] = r["w1"] / floor
+    for who, v in (("target   ", (WEIGHTS[1], MEANS[0], STD, MEANS[1], STD)),
+                   ("generated", [r[k] for k in list(r)[:5]])):
+        print(f"{who} share x > 0 {v[0]:.3f}   left mean {v[1]:+.3f} std {v[2]:.3f}"
+              f"   right mean {v[3]:+.3f} std {v[4]:.3f}")
     print(f"W1 to a fresh target sample {r['w1']:.4f}  (two-sample floor {floor:.4f},"
           f" ratio {r['w1_ratio']:.2f})")
     return r
@@ -158,29 +158,25 @@ def report(x):
 def plot(losses, traj, out, show):
     name, grid = "elbo_diffusion", np.linspace(-9, 9, 400)
     fwd = diffuse(target_sample(1000, torch.Generator().manual_seed(0)))[:, :, 0].numpy()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
     a.hist(fwd[0], bins=60, range=(-9, 9), density=True, alpha=0.6, label="1000 samples")
     a.plot(grid, target_pdf(grid), "k", label="q(x_0)")
     a.set(title="the data q(x_0)", xlabel="x_0", ylabel="density")
     a.legend()
     b.plot(fwd[:, :100], c="navy", lw=0.5, alpha=0.2)
     b.set(title="forward process: 100 trajectories", xlabel="diffusion step t", ylabel="x_t")
-    fig.tight_layout()
-    fig.savefig(f"{out}/{name}_forward.png", dpi=100)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.5, label="bound L (eq. 3) per training step")
+    c.plot(losses, lw=0.5, label="bound L (eq. 3) per training step")
     entropy = -np.trapezoid(target_pdf(grid) * np.log(target_pdf(grid)), grid)
-    ax.axhline(entropy, c="k", ls="--", label=f"H(q(x_0)) = {entropy:.2f}, its floor")
-    ax.set(title="training loss: the variational bound", xlabel="step", ylabel="nats",
-           ylim=(entropy - 0.5, entropy + 3))
-    ax.legend()
-    fig.savefig(f"{out}/{name}_loss.png", dpi=100)
+    c.axhline(entropy, c="k", ls="--", label=f"H(q(x_0)) = {entropy:.2f}, its floor")
+    c.set(title="training loss: the variational bound", xlabel="training step", ylabel="nats",
+          ylim=(entropy - 0.5, entropy + 3))
+    c.legend()
+    fig.tight_layout()
+    fig.savefig(f"{out}/{name}_training.png", dpi=100)
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    end = traj[-1, :200, 0]
-    for i in range(len(end)):
-        a.plot(traj[:, i, 0], c=f"C{int(end[i] > 0)}", lw=0.5, alpha=0.3)
+    for path in traj[:, :200, 0].T:
+        a.plot(path, c=f"C{int(path[-1] > 0)}", lw=0.5, alpha=0.3)
     a.set(title="reverse process: 200 samples, coloured by end mode", xlabel="generation step",
           ylabel="x", ylim=(-9, 9))
     b.hist(traj[-1, :, 0], bins=60, range=(-9, 9), density=True, alpha=0.6, label="generated")

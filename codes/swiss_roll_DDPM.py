@@ -18,7 +18,7 @@ with sigma_t^2 = beta_t (Ho's first choice; with the exact eps of Gaussian data 
 std within 2% here, where the "fixed_small" posterior variance comes out 3-5% narrow).
 
 Run:    python codes/swiss_roll_DDPM.py            (about 25 s on 2 CPU cores)
-Writes: outputs/swiss_roll_DDPM_{loss,schedule,reverse,samples}.png and _samples.npy
+Writes: outputs/swiss_roll_DDPM_{training,reverse,samples}.png and _samples.npy
 """
 import argparse
 import math
@@ -37,7 +37,7 @@ T, BETA_START, BETA_END = 200, 1e-5, 0.1
 # model: 3 conditional linear layers
 HIDDEN = 128
 # training
-STEPS, BATCH, LR, CLIP = 6000, 256, 3e-3, 1.0
+STEPS, BATCH, LR, CLIP = 6000, 256, 2e-2, 1.0
 # sampling
 SAMPLES = 2000
 # report: sliced W1 over this many fixed random directions
@@ -76,9 +76,8 @@ class EpsModel(torch.nn.Module):
 
     def __init__(self, hidden=HIDDEN):
         super().__init__()
-        self.layers = torch.nn.ModuleList([ConditionalLinear(DIM, hidden),
-                                           ConditionalLinear(hidden, hidden),
-                                           ConditionalLinear(hidden, hidden)])
+        self.layers = torch.nn.ModuleList(
+            [ConditionalLinear(n_in, hidden) for n_in in (DIM, hidden, hidden)])
         self.out = torch.nn.Linear(hidden, DIM)
 
     def forward(self, x, t):
@@ -140,10 +139,9 @@ def report(x):
     r = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "w1": sliced_w1(x, refs[0]),
          "w1_floor": floor}
     r["w1_ratio"] = r["w1"] / floor
-    print(f"target    mean ({refs[0].mean(0)[0]:+.3f}, {refs[0].mean(0)[1]:+.3f})"
-          f"  std ({refs[0].std(0)[0]:.3f}, {refs[0].std(0)[1]:.3f})")
-    print(f"generated mean ({r['mean'][0]:+.3f}, {r['mean'][1]:+.3f})"
-          f"  std ({r['std'][0]:.3f}, {r['std'][1]:.3f})")
+    for who, y in (("target   ", refs[0]), ("generated", x)):
+        m, sd = y.mean(0), y.std(0)
+        print(f"{who} mean ({m[0]:+.3f}, {m[1]:+.3f})  std ({sd[0]:.3f}, {sd[1]:.3f})")
     print(f"sliced W1 to a fresh roll {r['w1']:.4f}  (two-sample floor {floor:.4f},"
           f" ratio {r['w1_ratio']:.2f})")
     return r
@@ -151,21 +149,19 @@ def report(x):
 
 def plot(losses, traj, out, show):
     name, lim = "swiss_roll_DDPM", (-2, 2)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.3)
-    ax.set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
-    fig.savefig(f"{out}/{name}_loss.png", dpi=100)
-
     beta, _, alpha_bar = (v.numpy() for v in schedule())
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     levels = np.arange(1, T + 1)
-    ax.plot(levels, beta, label="beta_t (sigmoid ramp)")
-    ax.plot(levels, np.sqrt(alpha_bar), label="sqrt(alpha_bar_t): signal left")
-    ax.plot(levels, np.sqrt(1 - alpha_bar), label="sqrt(1 - alpha_bar_t): noise")
-    ax.set(title=f"noise schedule, alpha_bar_T = {alpha_bar[-1]:.1e}", xlabel="step t",
-           ylabel="value")
-    ax.legend()
-    fig.savefig(f"{out}/{name}_schedule.png", dpi=100)
+    a.plot(levels, beta, label="beta_t (sigmoid ramp)")
+    a.plot(levels, np.sqrt(alpha_bar), label="sqrt(alpha_bar_t): signal left")
+    a.plot(levels, np.sqrt(1 - alpha_bar), label="sqrt(1 - alpha_bar_t): noise")
+    a.set(title=f"noise schedule, alpha_bar_T = {alpha_bar[-1]:.1e}", xlabel="step t",
+          ylabel="value")
+    a.legend()
+    b.plot(losses, lw=0.3)
+    b.set(title="training loss", xlabel="training step", ylabel="MSE on eps", yscale="log")
+    fig.tight_layout()
+    fig.savefig(f"{out}/{name}_training.png", dpi=100)
 
     shown = [0, 100, 150, 180, 190, T]
     fig, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.2))
@@ -176,12 +172,12 @@ def plot(losses, traj, out, show):
     fig.tight_layout()
     fig.savefig(f"{out}/{name}_reverse.png", dpi=100)
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 5))
-    a.scatter(*target_sample(len(traj[-1])).T.numpy(), s=2, alpha=0.5, c="k")
-    a.set(title="target: a fresh swiss roll", xlim=lim, ylim=lim, xlabel="x", ylabel="z",
-          aspect="equal")
-    b.scatter(*traj[-1].T, s=2, alpha=0.5)
-    b.set(title="generated x_0", xlim=lim, ylim=lim, xlabel="x", ylabel="z", aspect="equal")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    shown = (target_sample(len(traj[-1])).numpy(), "k", "target: a fresh swiss roll"), \
+        (traj[-1], "C0", "generated x_0")
+    for ax, (x, c, title) in zip(axes, shown):
+        ax.scatter(*x.T, s=2, alpha=0.5, c=c)
+        ax.set(title=title, xlim=lim, ylim=lim, xlabel="x", ylabel="z", aspect="equal")
     fig.tight_layout()
     fig.savefig(f"{out}/{name}_samples.png", dpi=100)
     if show:
