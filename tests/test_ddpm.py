@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import load
 
-GAUSSIAN = ["single_DDPM.py", "simple_DDPM.py"]
+GAUSSIAN = ["single_DDPM.py", "simple_DDPM.py", "detailed_DDPM.py"]
 
 
 def exact_eps(m):
@@ -144,3 +144,19 @@ def test_multimodal_exact_noise_prediction_reproduces_the_spikes(seed):
     floor = np.mean([m.sliced_w1(m.target_sample(4000, g), m.target_sample(4000, g))
                      for _ in range(5)])
     assert m.sliced_w1(x, m.target_sample(4000, g)) < 2 * floor
+
+
+def test_detailed_reverse_process_with_the_exact_denoiser_matches_q_xt_at_every_level():
+    """What detailed_DDPM draws: with the exact eps, x_t of the reverse process follows the
+    exact marginal q(x_t) at every level, not just at the end."""
+    m = load("detailed_DDPM.py")
+    n = 4000
+    traj = m.sample(exact_eps(m), n, seed=0).numpy()
+    for t in range(0, m.T + 1, 50):
+        mean, std = m.marginal(t)
+        xt = traj[m.T - t, :, 0]
+        assert abs(xt.mean() - mean) < 5 * std / np.sqrt(n) + 1e-4, t
+        assert abs(xt.std() / std - 1) < 0.06, t
+        assert m.w1_to_exact(xt, t) < 0.06 * std, t
+    x = m.forward_sample(n, 300, torch.Generator().manual_seed(0)).numpy()
+    assert m.w1_to_exact(x, 300) < 0.06 * m.marginal(300)[1]
