@@ -3,13 +3,16 @@ import pytest
 import torch
 from conftest import load
 
+LADDERS = ["simple_1Diffusion.py", "simple_2Diffusion.py", "simple_multimodal.py"]
+GAUSSIANS = ["simple_1Diffusion.py", "simple_2Diffusion.py"]
+
 
 def exact_eps(mu, s):
     """E[eps | x] for x = y + sigma * eps, y ~ N(mu, s^2): sigma (x - mu) / (s^2 + sigma^2)."""
     return lambda x, sigma: sigma * (x - mu) / (s**2 + sigma**2)
 
 
-@pytest.mark.parametrize("script", ["simple_1Diffusion.py"])
+@pytest.mark.parametrize("script", LADDERS)
 def test_ladder_decreases_and_hits_its_ends(script):
     m = load(script)
     sigma = m.noise_ladder()
@@ -20,20 +23,38 @@ def test_ladder_decreases_and_hits_its_ends(script):
     assert sigma[-1].item() == 0
 
 
-@pytest.mark.parametrize("script", ["simple_1Diffusion.py"])
+@pytest.mark.parametrize("script", GAUSSIANS)
 def test_exact_denoiser_reproduces_the_target(script):
     m = load(script)
-    traj = m.sample(exact_eps(torch.tensor(m.MU), m.S), 20000, seed=3)
+    traj = m.sample(exact_eps(torch.as_tensor(m.MU), m.S), 20000, seed=3)
     assert traj.shape == (m.LEVELS + 1, 20000, m.DIM)
     x = traj[-1]
-    assert torch.all((x.mean(0) - torch.tensor(m.MU)).abs() < 0.002)
+    assert torch.all((x.mean(0) - torch.as_tensor(m.MU)).abs() < 0.002)
     assert torch.all((x.std(0) / m.S - 1).abs() < 0.2)
 
 
-def test_short_training_lands_near_the_target():
-    m = load("simple_1Diffusion.py")
+@pytest.mark.parametrize("script", GAUSSIANS)
+def test_target_sample_has_the_stated_mean_and_std(script):
+    m = load(script)
+    y = m.target_sample(20000, torch.Generator().manual_seed(0))
+    assert y.shape == (20000, m.DIM)
+    assert torch.all((y.mean(0) - torch.as_tensor(m.MU)).abs() < 0.0005)
+    assert torch.all((y.std(0) / m.S - 1).abs() < 0.03)
+
+
+def test_report_of_2d_sees_a_shift():
+    m = load("simple_2Diffusion.py")
+    good = m.report(m.target_sample(2000, torch.Generator().manual_seed(1)))
+    bad = m.report(m.target_sample(2000, torch.Generator().manual_seed(1)) + torch.tensor([0.01, 0]))
+    assert good["w1"] < 2 * good["w1_floor"] < bad["w1"]
+    assert bad["mean"][0] == pytest.approx(good["mean"][0] + 0.01, abs=1e-6)
+
+
+@pytest.mark.parametrize("script", GAUSSIANS)
+def test_short_training_lands_near_the_target(script):
+    m = load(script)
     model, losses = m.train(steps=800, seed=0)
     x = m.sample(model, 2000, seed=0)[-1]
-    assert abs(x.mean().item() - m.MU) < 0.01
-    assert 0.5 * m.S < x.std().item() < 2 * m.S
+    assert torch.all((x.mean(0) - torch.as_tensor(m.MU)).abs() < 0.01)
+    assert torch.all((0.5 * m.S < x.std(0)) & (x.std(0) < 2 * m.S))
     assert losses[-1] < losses[0]
