@@ -37,7 +37,7 @@ def frames(out, back):
     dots = ax.scatter(*out[-1].T, s=3, alpha=0.5, c=colours[0])
     ax.plot(*CENTERS.numpy().T, "k+", ms=12)
     ax.set(xlabel="x1 / sqrt(1 + sigma^2)", ylabel="x2 / sqrt(1 + sigma^2)", aspect="equal",
-           xlim=(-LIM, LIM), ylim=(-LIM, LIM))
+           xlim=(-LIM, LIM), ylim=(-LIM, LIM), title="two-line title\nleaves room")
     fig.tight_layout()
     images = []
     levels = np.linspace(LEVELS, 0, FRAMES).round().astype(int)  # data -> noise
