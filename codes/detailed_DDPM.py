@@ -138,11 +138,9 @@ def report(traj):
                                                    for t in range(T + 1)]}
     print(f"target   mean {MU:.4f}  std {S:.4f}")
     print(f"generated mean {r['mean']:.4f}  std {r['std']:.4f}")
-    print(f"W1 to the exact data distribution {r['w1']:.5f}")
     print("level t   exact mean, std     reverse mean, std   W1 to q(x_t)  W1 / std")
     for t in GRID:
-        xt, (mean, std) = traj[T - t, :, 0], marginal(t)
-        w1 = r["w1_per_level"][t]
+        (mean, std), xt, w1 = marginal(t), traj[T - t, :, 0], r["w1_per_level"][t]
         print(f"{t:7d}   {mean:7.4f} {std:7.4f}     {xt.mean():7.4f} {xt.std():7.4f}"
               f"     {w1:.5f}       {w1 / std:.3f}")
     return r
@@ -167,17 +165,14 @@ def plot(traj, out, show):
     fig.savefig(f"{out}/{name}_pdfs.png", dpi=100)
 
     t = np.arange(T, -1, -1)  # traj[i] is level t[i]
-    mean, std = marginal(t)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(t, traj[:, :, 0].mean(1), label="reverse process")
-    a.plot(t, mean, "k--", label="exact sqrt(alpha_bar_t) MU")
-    a.set(title="mean of x_t per level", xlabel="level t", ylabel="mean", xlim=(T, 0))
-    b.plot(t, traj[:, :, 0].std(1), label="reverse process")
-    b.plot(t, std, "k--", label="exact sqrt(alpha_bar_t S^2 + 1 - alpha_bar_t)")
-    b.set(title="std of x_t per level", xlabel="level t", ylabel="std", yscale="log",
-          xlim=(T, 0))
-    for ax in (a, b):
+    for ax, y, exact, what in ((a, traj.mean(1), marginal(t)[0], "mean"),
+                               (b, traj.std(1), marginal(t)[1], "std")):
+        ax.plot(t, y[:, 0], label="reverse process")
+        ax.plot(t, exact, "k--", label=f"exact {what} of q(x_t)")
+        ax.set(title=f"{what} of x_t per level", xlabel="level t", ylabel=what, xlim=(T, 0))
         ax.legend()
+    b.set(yscale="log")
     fig.tight_layout()
     fig.savefig(f"{out}/{name}_levels.png", dpi=100)
     if show:

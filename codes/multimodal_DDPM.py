@@ -20,7 +20,7 @@ N(0, I) is at most alpha_bar_T |c|^2 / 2 = 0.01 (levels above sigma = 10 would o
 training time, and it shows: with sigma_T = 100 the spreads come out worse).
 
 Run:    python codes/multimodal_DDPM.py            (about 8 s on 2 CPU cores)
-Writes: outputs/multimodal_DDPM_{loss,trajectory,samples}.png and _samples.npy
+Writes: outputs/multimodal_DDPM_{trajectory,samples}.png and _samples.npy
 """
 import argparse
 import os
@@ -131,8 +131,7 @@ def sliced_w1(a, b, directions=100):
 def report(x):
     """Share and spread per spike, worst distance, sliced W1; as printed lines and a dict."""
     g = torch.Generator().manual_seed(12345)
-    ref = target_sample(len(x), g)
-    k, dist = nearest(x)
+    ref, (k, dist) = target_sample(len(x), g), nearest(x)
     r = {"share": [(k == j).float().mean().item() for j in range(len(CENTERS))],
          "spread": [x[k == j].std(0).tolist() for j in range(len(CENTERS))],
          "max_dist": dist.max().item(), "w1": sliced_w1(x, ref),
@@ -142,18 +141,12 @@ def report(x):
         print("generated share {:.3f} at ({:+.0f}, {:+.0f}), spread ({:.4f}, {:.4f})".format(
             share, *c, *spread))
     print(f"farthest sample from its spike {r['max_dist']:.4f}")
-    print(f"sliced W1 to a fresh target sample {r['w1']:.5f} "
-          f"(between two target samples: {r['w1_floor']:.5f})")
+    print(f"sliced W1 to a fresh target sample {r['w1']:.5f} (floor {r['w1_floor']:.5f})")
     return r
 
 
-def plot(losses, traj, out, show):
+def plot(traj, out, show):
     name, alpha_bar = "multimodal_DDPM", schedule()[1].numpy()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.5)
-    ax.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps", yscale="log")
-    fig.savefig(f"{out}/{name}_loss.png", dpi=100)
-
     fig, axes = plt.subplots(1, len(SNAPSHOTS), figsize=(3 * len(SNAPSHOTS), 3.4))
     for ax, t in zip(axes, SNAPSHOTS):
         ax.scatter(*traj[T - t, :1000].T, s=2, alpha=0.5)
@@ -171,16 +164,14 @@ def plot(losses, traj, out, show):
     a.scatter(*target.T, s=3, alpha=0.4, c="k", label="target")
     a.scatter(*x.T, s=3, alpha=0.4, c="C1", label="generated")
     for j, c in enumerate(CENTERS.tolist()):
-        a.annotate(f"{(k == j).mean():.1%}", c, xytext=(0, 12), textcoords="offset points",
-                   ha="center")
+        a.annotate(f"{(k == j).mean():.1%}", c, xytext=(-12, 12), textcoords="offset points")
     a.set(title="generated samples (share per spike)", xlabel="x1", ylabel="x2",
           aspect="equal", xlim=(-1.5, 1.5), ylim=(-1.5, 1.5))
     a.legend(loc="center", fontsize=8)
     # every spike moved onto the origin: what is left is the spread inside the spikes
-    offset = x - CENTERS.numpy()[k]
-    target_offset = target - CENTERS.numpy()[nearest(torch.from_numpy(target))[0].numpy()]
-    b.scatter(*target_offset.T, s=3, alpha=0.4, c="k", label="target")
-    b.scatter(*offset.T, s=3, alpha=0.4, c="C1", label="generated")
+    for y, colour, label in ((target, "k", "target"), (x, "C1", "generated")):
+        offset = y - CENTERS.numpy()[nearest(torch.from_numpy(y))[0].numpy()]
+        b.scatter(*offset.T, s=3, alpha=0.4, c=colour, label=label)
     b.add_patch(plt.Circle((0, 0), 2 * S, fill=False, ls="--", label="target 2 std"))
     b.set(title="the four spikes overlaid: sample - nearest spike", xlabel="x1 - c1",
           ylabel="x2 - c2", aspect="equal", xlim=(-5 * S, 5 * S), ylim=(-5 * S, 5 * S))
@@ -213,11 +204,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    model, losses = train(args.steps, args.seed)
+    model, _ = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     np.save(f"{args.out}/multimodal_DDPM_samples.npy", traj[-1].numpy())
     r = report(traj[-1])
-    plot(losses, traj.numpy(), args.out, args.show)
+    plot(traj.numpy(), args.out, args.show)
     return r
 
 

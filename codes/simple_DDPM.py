@@ -72,7 +72,8 @@ class Denoisers(torch.nn.Module):
         self.register_buffer("scale", torch.ones(T, 1, DIM))
         layers = [(DIM, hidden), (hidden, hidden), (hidden, DIM)]  # (fan_in, fan_out)
         # per layer a weight (T, fan_in, fan_out) and a bias (T, 1, fan_out), PyTorch's init
-        init = lambda fan_in, *shape: torch.nn.Parameter((2 * torch.rand(*shape) - 1) / fan_in**0.5)
+        def init(fan_in, *shape):
+            return torch.nn.Parameter((2 * torch.rand(*shape) - 1) / fan_in**0.5)
         self.weights = torch.nn.ParameterList(init(i, T, i, o) for i, o in layers)
         self.biases = torch.nn.ParameterList(init(i, T, 1, o) for i, o in layers)
 
@@ -143,7 +144,8 @@ def plot(losses, traj, out, show):
     name, alpha_bar = "simple_DDPM", schedule()[1].numpy()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(losses, lw=0.5)
-    ax.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps, mean of T nets", yscale="log")
+    ax.set(title="training loss (Algorithm 1), mean over the T networks", xlabel="step",
+           ylabel="MSE on eps", yscale="log")
     fig.savefig(f"{out}/{name}_loss.png", dpi=100)
 
     t = np.arange(T, -1, -1)  # traj[i] is level t[i]
