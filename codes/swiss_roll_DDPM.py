@@ -126,7 +126,7 @@ def sample(model, n, seed=0):
 def sliced_w1(a, b):
     """Mean over fixed random directions of the 1D W1 between the projections of a and b."""
     d = torch.randn(DIM, DIRECTIONS, generator=torch.Generator().manual_seed(0))
-    d = d / d.norm(dim=0)
+    d = torch.nn.functional.normalize(d, dim=0)  # unit directions
     pa, pb = (a @ d).sort(0).values, (b @ d).sort(0).values
     return float((pa - pb).abs().mean())
 
