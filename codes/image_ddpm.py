@@ -33,7 +33,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 
 import imageio.v3 as iio
 import matplotlib.pyplot as plt
@@ -82,11 +81,8 @@ def shapes(n, size=IMG_SIZE, generator=None):
 
 def load_folder(folder, size):
     """Every image under folder, RGB, centre-cropped and resized: (N, 3, size, size)."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"--data {folder} is not a folder")
-    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)
     images, skipped = [], []
-    for path in paths:
+    for path in sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files):
         try:
             img = Image.fromarray(iio.imread(path, index=0)).convert("RGB")
             img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)  # centre crop, resize
@@ -94,10 +90,9 @@ def load_folder(folder, size):
         except Exception:  # not an image, or one that imageio/PIL cannot decode
             skipped.append(path)
     if not images:
-        raise ValueError(f"--data {folder} holds no readable image")
+        raise ValueError(f"--data {folder}: no readable image there (or no such folder)")
     if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable file(s) in {folder}, "
-              f"e.g. {skipped[0]}", file=sys.stderr)
+        print(f"warning: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}", file=sys.stderr)
     return torch.stack(images).float() / 127.5 - 1
 
 
@@ -158,6 +153,12 @@ class UNet(torch.nn.Module):
         return self.conv_out(h)
 
 
+def draw(n, generator, images=None, size=IMG_SIZE):
+    """n training images: generated shapes, or picked at random from images (N, 3, S, S)."""
+    return shapes(n, size, generator) if images is None else \
+        images[torch.randint(len(images), (n,), generator=generator)]
+
+
 def step_generator(seed, step):
     """The random numbers of one training step, derived from (seed, step) alone, so a
     resumed run draws exactly what an uninterrupted one would."""
@@ -182,11 +183,10 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     model = UNet().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    start, losses = 0, []
+    losses = list(state["losses"]) if state else []
     if state:
         for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")]:
             part.load_state_dict(state[key])
-        start, losses = state["step"], list(state["losses"])
     print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     alpha_bar = schedule()[1].to(device)
     config = {"img_size": img_size, "channels": list(CHANNELS), "T": T, "batch": batch, "seed": seed}
@@ -197,45 +197,41 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
                             step=len(losses), losses=losses, config=config), f"{out}/{NAME}.tmp")
             os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
 
-    bar, t0 = tqdm(range(start, steps), initial=start, total=steps, desc="training"), time.time()
+    bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="training",
+               unit="img", unit_scale=batch)  # counts images, so the rate reads images/s
     try:
         for step in bar:
             g = step_generator(seed, step)
-            x0 = shapes(batch, img_size, g) if images is None else \
-                images[torch.randint(len(images), (batch,), generator=g)]
+            x0 = draw(batch, g, images, img_size)
             t = torch.randint(1, T + 1, (batch,), generator=g).to(device)
             x0, eps = x0.to(device), torch.randn(x0.shape, generator=g).to(device)
             ab = alpha_bar[t].view(-1, 1, 1, 1)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # eq. 4
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = F.mse_loss(model(xt, t).float(), eps)  # Algorithm 1, line 5
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
-            with torch.no_grad():  # EMA, with a short warm-up so short runs average less
-                decay = min(EMA, (1 + step) / (10 + step))
-                for e, p in zip(ema.parameters(), model.parameters()):
-                    e.lerp_(p, 1 - decay)
+            decay = min(EMA, (1 + step) / (10 + step))  # EMA, with a short warm-up
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p.detach(), 1 - decay)
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False,
-                            img_s=f"{(step + 1 - start) * batch / (time.time() - t0):.0f}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             if (step + 1) % SAVE_EVERY == 0 and out:
                 save()
                 preview = sample(ema, 16, seed, img_size, device=device)[-1]  # a 4 x 4 grid
                 iio.imwrite(f"{out}/{NAME}_samples.png", tile(preview))  # replaced at the end
     except KeyboardInterrupt:
-        save()
-        print(f"interrupted at step {len(losses)}: checkpoint saved, continue with --resume",
-              file=sys.stderr)
+        print(f"interrupted at step {len(losses)}, saving; continue with --resume", file=sys.stderr)
         raise SystemExit(130)
-    save()
+    finally:  # at the end, on Ctrl-C, and on a crash
+        save()
     return ema.eval(), losses
 
 
 def timesteps(sample_steps=None):
     """The steps t visited while sampling, T down to 0: all (DDPM) or K + 1 of them (DDIM)."""
-    K = sample_steps or T
-    return torch.linspace(T, 0, K + 1).round().long()
+    return torch.linspace(T, 0, (sample_steps or T) + 1).round().long()
 
 
 @torch.no_grad()
@@ -269,10 +265,9 @@ def tile(x):
     """(n, 3, S, S) in [-1, 1] -> one (rows * S, cols * S, 3) uint8 picture."""
     n, s = len(x), x.shape[-1]
     cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * cols, s, s, 3), 255, np.uint8)  # white where the grid has no image
-    grid[:n] = to_uint8(x)
-    return grid.reshape(rows, cols, s, s, 3).swapaxes(1, 2).reshape(rows * s, cols * s, 3)
+    x = torch.cat([x, torch.ones(-n % cols, 3, s, s)])  # white where the grid has no image
+    rows = len(x) // cols
+    return to_uint8(x).reshape(rows, cols, s, s, 3).swapaxes(1, 2).reshape(rows * s, cols * s, 3)
 
 
 def report(x, target):
@@ -288,19 +283,17 @@ def report(x, target):
 
 
 def plot(losses, traj, target, ts, sampler, out, show):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3), layout="tight")
     for ax, x, title in zip(axes, [target, traj[-1]], ["training images", f"generated: {sampler}"]):
         ax.imshow(tile(x[:GRID]))
         ax.set(title=title, xticks=[], yticks=[])
-    fig.tight_layout()
     fig.savefig(f"{out}/{NAME}_samples.png", dpi=100)
 
-    fig, axes = plt.subplots(1, 10, figsize=(15, 1.9))
+    fig, axes = plt.subplots(1, 10, figsize=(15, 1.9), layout="tight")
     for ax, i in zip(axes, np.linspace(0, len(traj) - 1, 10).round().astype(int)):
         ax.imshow(tile(traj[i, :1]))
         ax.set(title=f"t = {ts[i]}", xticks=[], yticks=[])
     fig.suptitle(f"one sample denoised from x_T (noise) to x_0, {sampler}")
-    fig.tight_layout()
     fig.savefig(f"{out}/{NAME}_denoising.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -369,9 +362,7 @@ def main(argv=None):
                               device, args.out, state)
     traj = sample(model, args.samples, args.seed, img_size, args.sample_steps, device)
     np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(traj[-1]))
-    g = torch.Generator().manual_seed(12345)
-    target = shapes(args.samples, img_size, g) if args.images is None else \
-        args.images[torch.randint(len(args.images), (args.samples,), generator=g)]
+    target = draw(args.samples, torch.Generator().manual_seed(12345), args.images, img_size)
     r = report(traj[-1], target)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
     plot(losses, traj, target, timesteps(args.sample_steps).tolist(), sampler, args.out, args.show)
