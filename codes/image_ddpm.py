@@ -24,6 +24,7 @@ Runs on cuda, then mps, then cpu (--device overrides); bf16 autocast on cuda.
 
 Run (GPU):  python codes/image_ddpm.py
 Run (CPU):  python codes/image_ddpm.py --img-size 16 --batch-size 32 --steps 3000  (~4 min, 2 cores)
+Run (K GPUs, DistributedDataParallel):  torchrun --nproc_per_node=K codes/image_ddpm.py
 Writes: outputs/image_ddpm_{samples,denoising,loss}.png, image_ddpm_samples.npy (uint8,
         N x H x W x 3) and the checkpoint image_ddpm.pt (continue with --resume)
 """
@@ -38,8 +39,10 @@ import imageio.v3 as iio
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 NAME = "image_ddpm"
@@ -159,10 +162,12 @@ def draw(n, generator, images=None, size=IMG_SIZE):
         images[torch.randint(len(images), (n,), generator=generator)]
 
 
-def step_generator(seed, step):
+def step_generator(seed, step, rank=0):
     """The random numbers of one training step, derived from (seed, step) alone, so a
-    resumed run draws exactly what an uninterrupted one would."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+    resumed run draws exactly what an uninterrupted one would. Under torchrun each process
+    adds its rank (rank 0 draws what a single process draws)."""
+    entropy = [seed, step, rank] if rank else [seed, step]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
 
 def from_checkpoint(state, device="cpu"):
@@ -177,8 +182,12 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     """Fit eps_theta (Ho et al. Algorithm 1); returns (EMA model, losses).
     images: (N, 3, S, S) in [-1, 1] to draw batches from, or None for generated shapes.
     out: folder for the checkpoint and preview grid (every SAVE_EVERY steps, at the end and
-    on Ctrl-C); state: a loaded checkpoint to continue from, up to step `steps`."""
+    on Ctrl-C); state: a loaded checkpoint to continue from, up to step `steps`.
+    Under torchrun (a process group is set up), DDP averages the gradients of all processes."""
     device = torch.device(device)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if images is not None:
+        images = images[rank::world]  # each process draws from its own share of the folder
     torch.manual_seed(seed)
     model = UNet().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -187,6 +196,7 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     if state:
         for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")]:
             part.load_state_dict(state[key])
+    net = DDP(model) if world > 1 else model  # DDP: every process steps with the mean gradient
     print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     alpha_bar = schedule()[1].to(device)
     config = {"img_size": img_size, "channels": list(CHANNELS), "T": T, "batch": batch, "seed": seed}
@@ -198,17 +208,17 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
             os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
 
     bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="training",
-               unit="img", unit_scale=batch)  # counts images, so the rate reads images/s
+               unit="img", unit_scale=batch * world, disable=rank > 0)  # rate: images/s
     try:
         for step in bar:
-            g = step_generator(seed, step)
+            g = step_generator(seed, step, rank)
             x0 = draw(batch, g, images, img_size)
             t = torch.randint(1, T + 1, (batch,), generator=g).to(device)
             x0, eps = x0.to(device), torch.randn(x0.shape, generator=g).to(device)
             ab = alpha_bar[t].view(-1, 1, 1, 1)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # eq. 4
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = F.mse_loss(model(xt, t).float(), eps)  # Algorithm 1, line 5
+                loss = F.mse_loss(net(xt, t).float(), eps)  # Algorithm 1, line 5
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -351,6 +361,16 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:  # started by torchrun: one process per GPU (or a share of the CPU)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if rank:  # only rank 0 prints
+            sys.stdout = open(os.devnull, "w")
+        print(f"DDP: {world} processes x batch {args.batch_size} "
+              f"= effective batch {world * args.batch_size}")
     print(f"device: {device}")
     resumed = args.resume or args.sample_only
     state = torch.load(args.ckpt, map_location="cpu", weights_only=True) if resumed else None
@@ -359,7 +379,13 @@ def main(argv=None):
         model, losses = from_checkpoint(state, device), state["losses"]
     else:
         model, losses = train(args.steps, args.seed, args.images, img_size, args.batch_size,
-                              device, args.out, state)
+                              device, args.out if rank == 0 else None, state)
+    if world > 1:  # the weights agree on every process: each rank logs their sum to compare
+        checksum = sum(p.double().sum().item() for p in model.state_dict().values())
+        print(f"rank {rank} weights checksum {checksum!r}", file=sys.stderr)
+        dist.destroy_process_group()
+        if rank:
+            return None
     traj = sample(model, args.samples, args.seed, img_size, args.sample_steps, device)
     np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(traj[-1]))
     target = draw(args.samples, torch.Generator().manual_seed(12345), args.images, img_size)
