@@ -36,10 +36,10 @@ MU, S = 1.0, 0.01
 DIM = 1
 # noise schedule: sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), geometric in t
 T, SIGMA_MIN, SIGMA_MAX = 1000, 1e-3, 100.0
-# model: MLP on (x_t, log sigma_t)
-HIDDEN = 64
+# model: MLP on (x_t standardized per level, log sigma_t)
+HIDDEN = 32
 # training
-STEPS, BATCH, LR = 3000, 512, 3e-3
+STEPS, BATCH, LR = 1000, 256, 5e-3
 # sampling
 SAMPLES = 2000
 
@@ -61,10 +61,13 @@ def schedule(levels=T):
 class Denoiser(torch.nn.Module):
     """eps_theta(x_t, t): the noise in x_t at level t. x_t: (n, DIM), t: (n,) ints in 1..T."""
 
-    def __init__(self, hidden=HIDDEN):
+    def __init__(self, data_mean, data_var, hidden=HIDDEN):
         super().__init__()
-        alpha_bar = schedule()[1]
+        alpha_bar = schedule()[1][:, None]
         self.register_buffer("log_sigma", (0.5 * ((1 - alpha_bar) / alpha_bar).log()).float())
+        # mean and std of q(x_t) at each level, from the training data's mean and variance
+        self.register_buffer("shift", (alpha_bar.sqrt() * data_mean).float())
+        self.register_buffer("scale", (alpha_bar * data_var + 1 - alpha_bar).sqrt().float())
         self.net = torch.nn.Sequential(
             torch.nn.Linear(DIM + 1, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
@@ -72,14 +75,17 @@ class Denoiser(torch.nn.Module):
             torch.nn.Linear(hidden, DIM))
 
     def forward(self, xt, t):
+        # standardized input, so that the slope of eps at the low levels is of order 1;
         # the level enters as log sigma_t, which spreads the levels evenly
-        return self.net(torch.cat([xt, self.log_sigma[t, None] / 4], dim=1))
+        h = (xt - self.shift[t]) / self.scale[t]
+        return self.net(torch.cat([h, self.log_sigma[t] / 4], dim=1))
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, alpha_bar = Denoiser(), schedule()[1]
+    x0 = target_sample(4096).double()  # the training data's moments, for the input scaling
+    model, alpha_bar = Denoiser(x0.mean(0), x0.var(0)), schedule()[1]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
