@@ -28,10 +28,10 @@ MU, S = torch.tensor([-1.0, 1.0]), 0.01
 DIM = 2
 # noise ladder (Karras et al. 2022, eq. 5)
 SIGMA_MAX, SIGMA_MIN, RHO, LEVELS = 80.0, 0.002, 7.0, 400
-# model: MLP on (x / sqrt(1 + sigma^2), log sigma)
-HIDDEN = 64
+# model: MLP on (x standardized per level, log sigma)
+HIDDEN = 32
 # training
-STEPS, BATCH, LR = 3000, 512, 1e-2  # higher than 1D: fits the steep eps at small sigma
+STEPS, BATCH, LR = 1000, 256, 5e-3
 # sampling, and the levels drawn as snapshots
 SAMPLES = 2000
 SNAPSHOTS = (0, 210, 280, 315, 355, LEVELS)
@@ -55,8 +55,10 @@ def noise_ladder():
 class Denoiser(torch.nn.Module):
     """eps_theta(x, sigma): the noise in x at level sigma. x: (n, DIM), sigma: (n, 1)."""
 
-    def __init__(self, hidden=HIDDEN):
+    def __init__(self, data_mean, data_var, hidden=HIDDEN):
         super().__init__()
+        self.register_buffer("data_mean", data_mean.float())  # (DIM,), from the training data
+        self.register_buffer("data_var", data_var.float())
         self.net = torch.nn.Sequential(
             torch.nn.Linear(DIM + 1, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
@@ -64,15 +66,18 @@ class Denoiser(torch.nn.Module):
             torch.nn.Linear(hidden, DIM))
 
     def forward(self, x, sigma):
-        # scale the input to unit size at every level (Karras et al. c_in)
-        return self.net(torch.cat([x / (1 + sigma**2).sqrt(), sigma.log() / 4], dim=1))
+        # standardize x by the mean and std of the noisy data at this level (Karras et al.
+        # c_in, centred), so that the slope of eps near the spike is of order 1
+        h = (x - self.data_mean) / (self.data_var + sigma**2).sqrt()
+        return self.net(torch.cat([h, sigma.log() / 4], dim=1))
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Fit eps_theta at random levels between SIGMA_MAX and SIGMA_MIN, spaced like the
     ladder; returns (model, losses)."""
     torch.manual_seed(seed)
-    model = Denoiser()
+    y = target_sample(4096)  # the training data's moments, for the input scaling
+    model = Denoiser(y.mean(0), y.var(0))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
