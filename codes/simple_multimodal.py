@@ -11,10 +11,17 @@ an Euler step of the probability-flow ODE dx/dsigma = E[eps | x] (Karras et al. 
 The best eps_theta is E[eps | x] = (x - E[y | x]) / sigma, where E[y | x] weighs the four
 spikes by how likely each one is to have produced x: far up the ladder that is the
 data mean 0, so all samples move together; near sigma ~ 1 the weights sharpen and
-each sample is pulled to the spike of its quadrant. The ODE is deterministic, so the
-share of each spike is the share of starting noise that flows to it: 1/4 by symmetry.
+each sample is pulled to the spike of its quadrant, by 1/4 of the noise by symmetry.
 
-Run:    python codes/simple_multimodal.py            (about 7 s on 2 CPU cores)
+A trained MLP blurs that sharp split: between sigma ~ 1 and 0.05 it pushes samples off
+the boundaries between quadrants too gently, and with the plain ODE 1-2% of them end
+stranded between two spikes (up to 0.9 away from any). So in that range each step first
+raises the level by 10% with fresh noise, then steps down (Karras et al. Algorithm 2,
+"churn"): the noise kicks stranded samples off the boundary and the denoiser, right
+again once they are off it, pulls them into a spike. Measured: farthest sample 0.04-0.06
+from a spike instead of 0.9 (seeds 0-2).
+
+Run:    python codes/simple_multimodal.py            (about 15 s on 2 CPU cores)
 Writes: outputs/simple_multimodal_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse
@@ -35,8 +42,10 @@ HIDDEN = 64
 SIGMA_IN = 0.3  # below the spike distance 1: the split near sigma ~ 0.3 is seen at unit size
 # training
 STEPS, BATCH, LR = 3000, 512, 1e-2
-# sampling, and the levels drawn as snapshots
+# sampling: Karras et al. Algorithm 2 "churn": levels in [CHURN_MIN, CHURN_MAX] are first
+# raised by the factor 1 + CHURN with fresh noise; the levels drawn as snapshots
 SAMPLES = 2000
+CHURN, CHURN_MIN, CHURN_MAX = 0.1, 0.05, 1.0
 SNAPSHOTS = (0, 200, 240, 265, 290, LEVELS)
 
 
@@ -96,12 +105,15 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
 @torch.no_grad()
 def sample(model, n, seed=0):
     """Walk from N(0, sigma_0^2 I) down the ladder; returns (LEVELS + 1, n, DIM)."""
-    sigma = noise_ladder()
-    x = sigma[0] * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))
+    sigma, g = noise_ladder(), torch.Generator().manual_seed(seed)
+    x = sigma[0] * torch.randn(n, DIM, generator=g)
     xs = [x]
     for i in range(LEVELS):
-        eps = model(x, sigma[i].expand(n, 1))
-        x = x - (sigma[i] - sigma[i + 1]) * eps  # Euler step of dx/dsigma = eps
+        s = sigma[i]
+        if CHURN_MIN <= s <= CHURN_MAX:  # up to s_hat = (1 + CHURN) s: add N(0, s_hat^2 - s^2)
+            s = s * (1 + CHURN)
+            x = x + (s**2 - sigma[i] ** 2).sqrt() * torch.randn(n, DIM, generator=g)
+        x = x - (s - sigma[i + 1]) * model(x, s.expand(n, 1))  # Euler step of dx/dsigma = eps
         xs.append(x)
     return torch.stack(xs)
 
