@@ -36,7 +36,7 @@ T, BETA = 100, 0.1
 # model: two MLPs on (x_t, t/T), one for the mean, one for the std
 HIDDEN = 32
 # training: BATCH whole trajectories per step
-STEPS, BATCH, LR = 6000, 32, 1e-2
+STEPS, BATCH, LR = 3000, 32, 1e-2
 # sampling
 SAMPLES = 2000
 
@@ -211,7 +211,6 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(1)  # tensors this small run faster on one thread
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     np.save(f"{args.out}/elbo_diffusion_samples.npy", traj[-1].numpy())
