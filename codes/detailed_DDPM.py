@@ -15,7 +15,7 @@ reverse process actually is at level t. The reverse process starts at N(0, 1) (t
 where q(x_T) is N(0.01, 1.0)) and must match q(x_t) at EVERY level down to t = 0, the
 data itself. The script prints the 1-Wasserstein distance to the exact q(x_t) per level.
 
-Run:    python codes/detailed_DDPM.py            (about 8 s on 2 CPU cores)
+Run:    python codes/detailed_DDPM.py
 Writes: outputs/detailed_DDPM_{pdfs,levels}.png and _samples.npy
 """
 import argparse

@@ -5,7 +5,7 @@ Trains the network of detailed_DDPM.py (imported, not copied), runs Algorithm 2 
 and draws one frame per drawn level: on the left at a fixed scale [-4, 4], on the right
 zoomed on the data [0.95, 1.05], both with the exact pdf of q(x_t) as a curve.
 
-Run:    python codes/detailed_DDPM_video.py      (about 11 s on 2 CPU cores)
+Run:    python codes/detailed_DDPM_video.py
 Writes: outputs/detailed_DDPM.gif
 """
 import os

@@ -18,7 +18,7 @@ L >= E[-log p(x_0)] >= H(q(x_0)) = 2.06 nats, the data's entropy: the loss plot 
 how close the bound gets. Sampling runs the learned reverse chain from x_T ~ N(0, 1),
 with the same t/T input as in training.
 
-Run:    python codes/elbo_diffusion.py            (about 25 s on 2 CPU cores)
+Run:    python codes/elbo_diffusion.py
 Writes: outputs/elbo_diffusion_{training,reverse}.png and _samples.npy
 """
 import argparse

@@ -19,7 +19,7 @@ mean 0: q(x_T) is a mixture of N(sqrt(alpha_bar_T) c, ~I), and by convexity its 
 N(0, I) is at most alpha_bar_T |c|^2 / 2 = 0.01 (levels above sigma = 10 would only cost
 training time, and it shows: with sigma_T = 100 the spreads come out worse).
 
-Run:    python codes/multimodal_DDPM.py            (about 8 s on 2 CPU cores)
+Run:    python codes/multimodal_DDPM.py
 Writes: outputs/multimodal_DDPM_{trajectory,samples}.png and _samples.npy
 """
 import argparse

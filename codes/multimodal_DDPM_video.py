@@ -4,7 +4,7 @@ Trains the network of multimodal_DDPM.py (imported, not copied), runs Algorithm 
 it and draws one frame per FRAME_LEVELS level: the samples at level t with the spikes
 scaled to that level, sqrt(alpha_bar_t) c, on fixed axes.
 
-Run:    python codes/multimodal_DDPM_video.py      (about 10 s on 2 CPU cores)
+Run:    python codes/multimodal_DDPM_video.py
 Writes: outputs/multimodal_DDPM.gif
 """
 import os

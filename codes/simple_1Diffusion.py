@@ -15,7 +15,7 @@ sigma_0 = 80 swamps the data, so starting at mean 0 instead of MU leaves an offs
 only MU * S / sigma_0 = 0.0001 at the end. Euler steps are first order: 400 levels keep
 the error in the std to 3% (the exact denoiser gives 0.0097; 100 levels give 0.0093).
 
-Run:    python codes/simple_1Diffusion.py            (about 8 s on 2 CPU cores)
+Run:    python codes/simple_1Diffusion.py
 Writes: outputs/simple_1Diffusion_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse

@@ -2,11 +2,11 @@
 
 Trains the denoiser of simple_1Diffusion.py (imported, not copied), samples with it and
 draws FRAMES frames spread over the levels: each sample's value against its index, with a
-histogram of the current values beside it. The values are drawn as the network sees
-them, x / sqrt(1 + sigma_i^2) (unit size at every level), so the axes stay fixed while
+histogram of the current values beside it. The values are drawn scaled,
+x / sqrt(1 + sigma_i^2) (unit size at every level), so the axes stay fixed while
 sigma falls from SIGMA_MAX to 0.
 
-Run:    python codes/simple_1Diffusion_video.py      (about 9 s on 2 CPU cores)
+Run:    python codes/simple_1Diffusion_video.py
 Writes: outputs/simple_1Diffusion.gif
 """
 import os

@@ -12,7 +12,7 @@ that leaves exactly the noise of level i+1. sigma_0 = 80 swamps the data: starti
 instead of MU leaves an offset of |MU_d| * S / sigma_0 = 0.0001 per coordinate. Euler
 steps are first order: 400 levels keep the shrink of the std to about 3%.
 
-Run:    python codes/simple_2Diffusion.py            (about 7 s on 2 CPU cores)
+Run:    python codes/simple_2Diffusion.py
 Writes: outputs/simple_2Diffusion_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse

@@ -23,7 +23,7 @@ sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) geometric from 1e-3 to 100, beta
 exact noise prediction this sampler ends at std 0.0097 for a target 0.01: 3% short,
 from the coarser steps, well inside the 20% budget.
 
-Run:    python codes/simple_DDPM.py            (about 7 s on 2 CPU cores)
+Run:    python codes/simple_DDPM.py
 Writes: outputs/simple_DDPM_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse

@@ -21,7 +21,7 @@ raises the level by 10% with fresh noise, then steps down (Karras et al. Algorit
 again once they are off it, pulls them into a spike. Measured: farthest sample 0.04-0.06
 from a spike instead of 0.9 (seeds 0-2).
 
-Run:    python codes/simple_multimodal.py            (about 15 s on 2 CPU cores)
+Run:    python codes/simple_multimodal.py
 Writes: outputs/simple_multimodal_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse

@@ -2,12 +2,12 @@
 Gaussian, then the trained model walking fresh noise back down into the spikes.
 
 Out: x_i = y + sigma_i * eps for one fixed eps per sample, sigma_i climbing the ladder.
-Back: the Euler walk of simple_multimodal.sample (imported, not copied) from N(0, sigma_0^2 I).
-Points are drawn as the network sees them, x / sqrt(1 + sigma_i^2) (unit size at every
+Back: the walk of simple_multimodal.sample (imported, not copied) from N(0, sigma_0^2 I).
+Points are drawn scaled, x / sqrt(1 + sigma_i^2) (unit size at every
 level), so the axes stay fixed; colours mark the spike each sample comes from (out) or
 ends in (back).
 
-Run:    python codes/simple_multimodal_video.py      (about 12 s on 2 CPU cores)
+Run:    python codes/simple_multimodal_video.py
 Writes: outputs/simple_multimodal.gif
 """
 import os

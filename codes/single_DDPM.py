@@ -20,7 +20,7 @@ variance is the posterior one, sigma_t^2 = beta~_t = beta_t (1 - alpha_bar_{t-1}
 a spike of width 0.01 is). With the exact noise prediction plugged in, this sampler
 ends at std 0.0099 for a target 0.01.
 
-Run:    python codes/single_DDPM.py            (about 7 s on 2 CPU cores)
+Run:    python codes/single_DDPM.py
 Writes: outputs/single_DDPM_{loss,trajectory,samples}.png and _samples.npy
 """
 import argparse

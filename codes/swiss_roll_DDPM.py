@@ -17,7 +17,7 @@ loss |eps - eps_theta(x_t, t)|^2 (Algorithm 1) and sampled with Algorithm 2:
 with sigma_t^2 = beta_t (Ho's first choice; with the exact eps of Gaussian data it keeps the
 std within 2% here, where the "fixed_small" posterior variance comes out 3-5% narrow).
 
-Run:    python codes/swiss_roll_DDPM.py            (about 25 s on 2 CPU cores)
+Run:    python codes/swiss_roll_DDPM.py
 Writes: outputs/swiss_roll_DDPM_{training,reverse,samples}.png and _samples.npy
 """
 import argparse

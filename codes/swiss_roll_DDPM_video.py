@@ -3,7 +3,7 @@
 Trains the sibling script's model with the same flags, runs Algorithm 2 once, and draws
 the samples at every few levels t = T .. 0 on fixed axes, a fresh roll in grey behind them.
 
-Run:    python codes/swiss_roll_DDPM_video.py            (about 30 s on 2 CPU cores)
+Run:    python codes/swiss_roll_DDPM_video.py
 Writes: outputs/swiss_roll_DDPM.gif
 """
 import os
