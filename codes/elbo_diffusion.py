@@ -104,7 +104,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Minimise the bound on fresh trajectories; returns (model, losses)."""
     torch.manual_seed(seed)
     model = Reverse()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):

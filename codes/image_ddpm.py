@@ -191,7 +191,7 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     torch.manual_seed(seed)
     model = UNet().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
     losses = list(state["losses"]) if state else []
     if state:
         for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")]:

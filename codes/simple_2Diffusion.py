@@ -78,7 +78,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     torch.manual_seed(seed)
     y = target_sample(4096)  # the training data's moments, for the input scaling
     model = Denoiser(y.mean(0), y.var(0))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):

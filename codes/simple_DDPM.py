@@ -90,7 +90,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Algorithm 1 of Ho et al. at every level at once; returns (model, losses)."""
     torch.manual_seed(seed)
     model, alpha_bar = Denoisers(), schedule()[1]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     t = torch.arange(1, T + 1)
     ab = alpha_bar[t, None, None]  # (T, 1, 1)

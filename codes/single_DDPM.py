@@ -86,7 +86,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     torch.manual_seed(seed)
     x0 = target_sample(4096).double()  # the training data's moments, for the input scaling
     model, alpha_bar = Denoiser(x0.mean(0), x0.var(0)), schedule()[1]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):

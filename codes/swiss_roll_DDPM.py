@@ -90,7 +90,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Algorithm 1 with Adam and gradient clipping; returns (model, losses)."""
     torch.manual_seed(seed)
     model, (_, _, alpha_bar) = EpsModel(), schedule()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):
