@@ -23,7 +23,7 @@ Data: generated RGB shapes (circles, squares, triangles) by default, or --data D
 Runs on cuda, then mps, then cpu (--device overrides); bf16 autocast on cuda.
 
 Run (GPU):  python codes/image_ddpm.py
-Run (CPU):  python codes/image_ddpm.py --img-size 16 --batch-size 32 --steps 3000
+Run (CPU):  python codes/image_ddpm.py --img-size 16 --batch-size 32 --steps 2000
 Run (K GPUs, DistributedDataParallel):  torchrun --nproc_per_node=K codes/image_ddpm.py
 Writes: outputs/image_ddpm_{samples,denoising,loss}.png, image_ddpm_samples.npy (uint8,
         N x H x W x 3) and the checkpoint image_ddpm.pt (continue with --resume)

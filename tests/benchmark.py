@@ -34,7 +34,7 @@ README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPIKES = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
 # the CPU recipe of image_ddpm.py, as given in the README
-IMAGE_RECIPE = ["--img-size", "16", "--batch-size", "32", "--steps", "3000"]
+IMAGE_RECIPE = ["--img-size", "16", "--batch-size", "32", "--steps", "2000"]
 
 
 def gaussian(mu, s):
