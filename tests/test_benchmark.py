@@ -34,3 +34,12 @@ def test_figures_of_a_fresh_sample_are_small_and_of_a_bad_one_large():
         "share err"] == pytest.approx(0.15)
     m = figures(TARGETS["elbo_diffusion"][0](2000, rng), None, "two_modes")
     assert m["share>0 err"] < 0.04 and m["mean err"] < 0.15 and m["std err %"] < 10
+
+
+def test_curve_distance_sees_a_blurred_roll():
+    roll = TARGETS["swiss_roll_DDPM"][0]
+    rng = np.random.default_rng(5)
+    fresh = figures(roll(2000, rng), roll, "roll")["curve dist ratio"]
+    assert 0.9 < fresh < 1.1
+    blurred = roll(2000, rng) + 0.15 * rng.standard_normal((2000, 2))
+    assert figures(blurred, roll, "roll")["curve dist ratio"] > 1.5
