@@ -86,8 +86,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for _ in range(steps):
-        t = torch.randint(1, T + 1, (batch,))
-        eps = torch.randn(batch, DIM)
+        t, eps = torch.randint(1, T + 1, (batch,)), torch.randn(batch, DIM)
         ab = alpha_bar[t, None]
         xt = (ab.sqrt() * target_sample(batch) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
         loss = ((model(xt, t) - eps) ** 2).mean()

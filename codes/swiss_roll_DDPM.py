@@ -127,8 +127,7 @@ def sliced_w1(a, b):
     """Mean over fixed random directions of the 1D W1 between the projections of a and b."""
     d = torch.randn(DIM, DIRECTIONS, generator=torch.Generator().manual_seed(0))
     d = torch.nn.functional.normalize(d, dim=0)  # unit directions
-    pa, pb = (a @ d).sort(0).values, (b @ d).sort(0).values
-    return float((pa - pb).abs().mean())
+    return float(((a @ d).sort(0).values - (b @ d).sort(0).values).abs().mean())
 
 
 def report(x):
