@@ -39,7 +39,7 @@ def frames(traj):
     fig.tight_layout()
     images = []
     for i in np.linspace(0, LEVELS, FRAMES).round().astype(int):
-        x = traj[i, :, 0] / np.sqrt(1 + sigma[i] ** 2)  # what the network sees (c_in x)
+        x = traj[i, :, 0] / np.sqrt(1 + sigma[i] ** 2)  # unit size at every level
         dots.set_offsets(np.c_[np.arange(n), x])
         target.set_ydata([MU / np.sqrt(1 + sigma[i] ** 2)] * 2)
         for bar, count in zip(bars, np.histogram(x, edges)[0]):
