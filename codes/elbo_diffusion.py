@@ -43,8 +43,7 @@ SAMPLES = 2000
 
 def target_sample(n, generator=None):
     """n fresh samples of the mixture, shape (n, 1)."""
-    right = torch.rand(n, 1, generator=generator) < WEIGHTS[1]
-    mean = torch.where(right, MEANS[1], MEANS[0])
+    mean = torch.where(torch.rand(n, 1, generator=generator) < WEIGHTS[1], MEANS[1], MEANS[0])
     return mean + STD * torch.randn(n, 1, generator=generator)
 
 
@@ -91,28 +90,34 @@ def log_normal(x, mean, std):
 
 def bound(traj, model, beta=BETA):
     """Ho et al. eq. 3 on trajectories traj (T + 1, n, 1), averaged over the n of them."""
-    steps = traj.shape[0] - 1
-    x_prev, xt = traj[:-1], traj[1:]
+    steps, x_prev, xt = len(traj) - 1, traj[:-1], traj[1:]
     s = (torch.arange(1, steps + 1) / steps).view(-1, 1, 1).expand_as(xt)
-    mean, std = model(xt, s)  # all T steps of all trajectories at once
-    log_p = log_normal(x_prev, mean, std)
+    log_p = log_normal(x_prev, *model(xt, s))  # all T steps of all trajectories at once
     log_q = log_normal(xt, (1 - beta) ** 0.5 * x_prev, beta**0.5)  # the forward step, eq. 2
     return -(log_normal(traj[-1], 0.0, 1.0) + (log_p - log_q).sum(0)).mean()
+
+
+@torch.no_grad()
+def adam_step(model, moments, k, lr, b1=0.9, b2=0.999):
+    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1), written out because
+    torch.optim loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
+    for p, (m, v) in zip(model.parameters(), moments):
+        m.lerp_(p.grad, 1 - b1)  # m = b1 m + (1 - b1) g
+        v.lerp_(p.grad**2, 1 - b2)  # v = b2 v + (1 - b2) g^2
+        p -= lr * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + 1e-8)
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     """Minimise the bound on fresh trajectories; returns (model, losses)."""
     torch.manual_seed(seed)
-    model = Reverse()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: faster steps
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    losses = []
-    for _ in range(steps):
+    model, losses = Reverse(), []
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in model.parameters()]
+    for k in range(1, steps + 1):
         loss = bound(diffuse(target_sample(batch)), model)
-        opt.zero_grad()
+        model.zero_grad()
         loss.backward()
-        opt.step()
-        sched.step()
+        # one-cycle learning rate (Smith 2018): up for 30% of the steps, then down to 0
+        adam_step(model, moments, k, lr * min(k / (0.3 * steps), (steps - k) / (0.7 * steps)))
         losses.append(loss.item())
     return model, losses
 

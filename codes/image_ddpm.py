@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch import nn
 from tqdm import tqdm
 
 NAME = "image_ddpm"
@@ -51,16 +51,14 @@ IMG_SIZE = 32
 # noise schedule: linear betas (Ho et al. 2020), scaled to T steps
 T = 300
 BETA_1, BETA_T = 1e-4 * 1000 / T, 0.02 * 1000 / T
-# model: UNet widths, one per resolution (each level halves the image)
-CHANNELS = (32, 64, 128)
-T_DIM = 128  # width of the time embedding
-# training
-STEPS, BATCH, LR = 4000, 128, 1e-3
-EMA = 0.999  # decay of the weight average used for sampling
+# model: UNet widths, one per resolution (each level halves the image), and the width of
+# the time embedding
+CHANNELS, T_DIM = (32, 64, 128), 128
+# training; EMA: decay of the weight average used for sampling
+STEPS, BATCH, LR, EMA = 4000, 128, 1e-3, 0.999
 SAVE_EVERY = 1000  # checkpoint and preview grid
 # sampling
-SAMPLES = 64
-GRID = 64  # images shown in the sample grid
+SAMPLES, GRID = 64, 64  # images generated, and how many of them the sample grid shows
 
 
 def shapes(n, size=IMG_SIZE, generator=None):
@@ -72,31 +70,29 @@ def shapes(n, size=IMG_SIZE, generator=None):
     pix = (torch.arange(size) + 0.5) / size
     dx, dy = pix.view(1, 1, -1) - cx, pix.view(1, -1, 1) - cy  # (n, size, size)
     normals = torch.tensor([90.0, 210.0, 330.0]).deg2rad()  # triangle edges, apex up
-    dist = torch.stack([  # signed distance to the outline, negative inside
-        (dx**2 + dy**2).sqrt() - r,
-        torch.maximum(dx.abs(), dy.abs()) - 0.75 * r,
-        (dx[..., None] * normals.cos() + dy[..., None] * normals.sin()).amax(-1) - r / 2,
-    ])[kind, torch.arange(n)]
-    inside = (0.5 - dist * size).clamp(0, 1)[:, None]  # 1 inside, a one-pixel soft edge
+    distance = torch.stack([  # signed, to the outline of a circle, square, triangle; < 0 inside
+        (dx**2 + dy**2).sqrt() - r, torch.maximum(dx.abs(), dy.abs()) - 0.75 * r,
+        (dx[..., None] * normals.cos() + dy[..., None] * normals.sin()).amax(-1) - r / 2])
+    # 1 inside its own shape, 0 outside, with a one-pixel soft edge
+    inside = (0.5 - distance[kind, torch.arange(n)] * size).clamp(0, 1)[:, None]
     background, colour = 0.3 * u(n, 3, 1, 1), 0.5 + 0.5 * u(n, 3, 1, 1)
     return 2 * (background + inside * (colour - background)) - 1
 
 
 def load_folder(folder, size):
     """Every image under folder, RGB, centre-cropped and resized: (N, 3, size, size)."""
-    images, skipped = [], []
+    images, bad = [], []
     for path in sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files):
         try:
             img = Image.fromarray(iio.imread(path, index=0)).convert("RGB")
-            img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)  # centre crop, resize
-            images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+            images.append(np.asarray(ImageOps.fit(img, (size, size))))  # centre crop, resize
         except Exception:  # not an image, or one that imageio/PIL cannot decode
-            skipped.append(path)
+            bad.append(path)
     if not images:
         raise ValueError(f"--data {folder}: no readable image there (or no such folder)")
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}", file=sys.stderr)
-    return torch.stack(images).float() / 127.5 - 1
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s), e.g. {bad[0]}", file=sys.stderr)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() / 127.5 - 1
 
 
 def schedule():
@@ -105,16 +101,15 @@ def schedule():
     return beta.float(), torch.cumprod(1 - beta, 0).float()
 
 
-class Block(torch.nn.Module):
+class Block(nn.Module):
     """Two 3x3 convolutions, the time embedding added between them, and a 1x1 skip."""
 
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.norm1, self.norm2 = torch.nn.GroupNorm(8, c_out), torch.nn.GroupNorm(8, c_out)
-        self.time = torch.nn.Linear(T_DIM, c_out)
-        self.skip = torch.nn.Conv2d(c_in, c_out, 1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.norm2 = nn.GroupNorm(8, c_out), nn.GroupNorm(8, c_out)
+        self.time, self.skip = nn.Linear(T_DIM, c_out), nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x, emb):
         h = F.silu(self.norm1(self.conv1(x))) + self.time(emb)[:, :, None, None]
@@ -128,31 +123,27 @@ def time_embedding(t, dim=T_DIM):
     return torch.cat([angle.sin(), angle.cos()], 1)
 
 
-class UNet(torch.nn.Module):
+class UNet(nn.Module):
     """eps_theta(x_t, t): x_t (n, 3, S, S) and integer steps t (n,) in 1..T -> eps (n, 3, S, S).
     Down blocks halve the image, up blocks double it and take the matching down output."""
 
     def __init__(self, c=CHANNELS):
         super().__init__()
-        self.time_mlp = torch.nn.Sequential(
-            torch.nn.Linear(T_DIM, T_DIM), torch.nn.SiLU(), torch.nn.Linear(T_DIM, T_DIM))
-        self.conv_in = torch.nn.Conv2d(3, c[0], 3, padding=1)
-        self.downs = torch.nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
+        self.time_mlp = nn.Sequential(nn.Linear(T_DIM, T_DIM), nn.SiLU(), nn.Linear(T_DIM, T_DIM))
+        self.conv_in = nn.Conv2d(3, c[0], 3, padding=1)
+        self.downs = nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
         self.mid = Block(c[-1], c[-1])
-        self.ups = torch.nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)])
-                                       for i in reversed(range(len(c))))
-        self.conv_out = torch.nn.Conv2d(c[0], 3, 3, padding=1)
+        self.ups = nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)]) for i in reversed(range(len(c))))
+        self.conv_out = nn.Conv2d(c[0], 3, 3, padding=1)
 
     def forward(self, x, t):
         emb = self.time_mlp(time_embedding(t))
-        h, skips = self.conv_in(x), []
-        for i, down in enumerate(self.downs):
-            h = down(F.avg_pool2d(h, 2) if i else h, emb)
-            skips.append(h)
-        h = self.mid(h, emb)
-        for i, up in enumerate(self.ups):
-            h = F.interpolate(h, scale_factor=2.0) if i else h
-            h = up(torch.cat([h, skips.pop()], 1), emb)
+        skips = [self.downs[0](self.conv_in(x), emb)]
+        for down in self.downs[1:]:  # each on the halved output of the one before
+            skips.append(down(F.avg_pool2d(skips[-1], 2), emb))
+        h = self.mid(skips[-1], emb)
+        for up, skip in zip(self.ups, reversed(skips)):  # nearest upsampling to the skip's size
+            h = up(torch.cat([F.interpolate(h, size=skip.shape[-2:]), skip], 1), emb)
         return self.conv_out(h)
 
 
@@ -165,9 +156,10 @@ def draw(n, generator, images=None, size=IMG_SIZE):
 def step_generator(seed, step, rank=0):
     """The random numbers of one training step, derived from (seed, step) alone, so a
     resumed run draws exactly what an uninterrupted one would. Under torchrun each process
-    adds its rank (rank 0 draws what a single process draws)."""
-    entropy = [seed, step, rank] if rank else [seed, step]
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+    adds its rank (rank 0 draws what a single process draws: SeedSequence pads its entropy with
+    zeros, so [seed, step, 0] and [seed, step] are one seed)."""
+    entropy = np.random.SeedSequence([seed, step, rank])
+    return torch.Generator().manual_seed(entropy.generate_state(1).item())
 
 
 def from_checkpoint(state, device="cpu"):
@@ -184,22 +176,21 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     out: folder for the checkpoint and preview grid (every SAVE_EVERY steps, at the end and
     on Ctrl-C); state: a loaded checkpoint to continue from, up to step `steps`.
     Under torchrun (a process group is set up), DDP averages the gradients of all processes."""
-    device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if images is not None:
-        images = images[rank::world]  # each process draws from its own share of the folder
+    # under DDP, each process draws from its own share of the folder
+    images = None if images is None else images[rank::world]
     torch.manual_seed(seed)
     model = UNet().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
     losses = list(state["losses"]) if state else []
-    if state:
-        for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")]:
-            part.load_state_dict(state[key])
-    net = DDP(model) if world > 1 else model  # DDP: every process steps with the mean gradient
+    for part, key in [(model, "model"), (ema, "ema"), (opt, "opt")] if state else []:
+        part.load_state_dict(state[key])
+    # DDP: every process steps with the mean gradient
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-    alpha_bar = schedule()[1].to(device)
-    config = {"img_size": img_size, "channels": list(CHANNELS), "T": T, "batch": batch, "seed": seed}
+    alpha_bar = schedule()[1].to(device).view(-1, 1, 1, 1)  # (T + 1, 1, 1, 1), to scale images
+    config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
 
     def save():  # write, then rename: a crash never leaves half a checkpoint
         if out:
@@ -212,19 +203,17 @@ def train(steps=STEPS, seed=0, images=None, img_size=IMG_SIZE, batch=BATCH, devi
     try:
         for step in bar:
             g = step_generator(seed, step, rank)
-            x0 = draw(batch, g, images, img_size)
+            x0 = draw(batch, g, images, img_size).to(device)
             t = torch.randint(1, T + 1, (batch,), generator=g).to(device)
-            x0, eps = x0.to(device), torch.randn(x0.shape, generator=g).to(device)
-            ab = alpha_bar[t].view(-1, 1, 1, 1)
-            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # eq. 4
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            eps = torch.randn(x0.shape, generator=g).to(device)
+            xt = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps  # eq. 4
+            with torch.autocast("cuda", torch.bfloat16, enabled=xt.is_cuda):  # bf16 on cuda only
                 loss = F.mse_loss(net(xt, t).float(), eps)  # Algorithm 1, line 5
             opt.zero_grad()
             loss.backward()
             opt.step()
-            decay = min(EMA, (1 + step) / (10 + step))  # EMA, with a short warm-up
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p.detach(), 1 - decay)
+            for e, p in zip(ema.parameters(), model.parameters()):  # EMA, with a short warm-up
+                e.lerp_(p.detach(), 1 - min(EMA, (1 + step) / (10 + step)))
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             if (step + 1) % SAVE_EVERY == 0 and out:
@@ -276,8 +265,7 @@ def tile(x):
     n, s = len(x), x.shape[-1]
     cols = math.ceil(math.sqrt(n))
     x = torch.cat([x, torch.ones(-n % cols, 3, s, s)])  # white where the grid has no image
-    rows = len(x) // cols
-    return to_uint8(x).reshape(rows, cols, s, s, 3).swapaxes(1, 2).reshape(rows * s, cols * s, 3)
+    return to_uint8(x).reshape(-1, cols, s, s, 3).swapaxes(1, 2).reshape(-1, cols * s, 3)
 
 
 def report(x, target):
@@ -343,17 +331,17 @@ def parse_args(argv):
         p.error(f"--img-size must be a multiple of {2 ** (len(CHANNELS) - 1)}")
     if args.sample_steps is not None and not 0 < args.sample_steps <= T:
         p.error(f"--sample-steps must be between 1 and T = {T}")
+    # the checkpoint to start from, if any
+    args.ckpt = f"{args.out}/{NAME}.pt" if args.resume or args.sample_only else None
     try:  # fail now, not after training
         os.makedirs(args.out, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
+        if args.ckpt and not os.path.exists(args.ckpt):
+            p.error(f"no checkpoint {args.ckpt}: train first (without --resume / --sample-only)")
+        args.images = load_folder(args.data, args.img_size) if args.data else None
     except OSError as e:
         p.error(f"cannot write to --out {args.out}: {e.strerror}")
-    args.ckpt = f"{args.out}/{NAME}.pt"
-    if (args.resume or args.sample_only) and not os.path.exists(args.ckpt):
-        p.error(f"no checkpoint {args.ckpt}: train first (without --resume / --sample-only)")
-    try:
-        args.images = load_folder(args.data, args.img_size) if args.data else None
-    except ValueError as e:
+    except ValueError as e:  # from load_folder
         p.error(str(e))
     return args
 
@@ -367,19 +355,17 @@ def main(argv=None):
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if rank:  # only rank 0 prints
-            sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w") if rank else sys.stdout  # only rank 0 prints
         print(f"DDP: {world} processes x batch {args.batch_size} "
               f"= effective batch {world * args.batch_size}")
     print(f"device: {device}")
-    resumed = args.resume or args.sample_only
-    state = torch.load(args.ckpt, map_location="cpu", weights_only=True) if resumed else None
+    state = torch.load(args.ckpt, map_location="cpu", weights_only=True) if args.ckpt else None
     img_size = state["config"]["img_size"] if state else args.img_size
     if args.sample_only:
         model, losses = from_checkpoint(state, device), state["losses"]
     else:
         model, losses = train(args.steps, args.seed, args.images, img_size, args.batch_size,
-                              device, args.out if rank == 0 else None, state)
+                              device, None if rank else args.out, state)
     if world > 1:  # the weights agree on every process: each rank logs their sum to compare
         checksum = sum(p.double().sum().item() for p in model.state_dict().values())
         print(f"rank {rank} weights checksum {checksum!r}", file=sys.stderr)
