@@ -21,10 +21,15 @@ training time, and it shows: with sigma_T = 100 the spreads come out worse).
 
 The hard part is the split: near sigma ~ 0.3 the exact eps jumps across the lines
 between spikes over a width ~ sigma^2, and a small MLP that smooths the jump leaves a
-few samples stranded between spikes. The network therefore sees x_t scaled to unit
-size as if the data had std SIGMA_IN = 0.3 (Karras et al.'s c_in), which puts that
-split at unit scale. Measured (tests/benchmark.py): no sample farther than 0.06 from a
-spike on seeds 0-4; seed 5 still strands a few (up to 0.86 away).
+few samples stranded between spikes. Two things help. The network sees x_t scaled to
+unit size as if the data had std SIGMA_IN = 0.3 (Karras et al.'s c_in), which puts that
+split at unit scale. And a quarter of each training batch is drawn from the levels of
+the split (sigma 0.16 to 0.6) instead of uniformly: below sigma ~ 0.25 training data
+between the spikes all but vanishes (density ~ exp(-1 / (2 sigma^2))), so the net must
+learn the split while it still sees it. With uniform levels about one run in three left
+a sample stranded (up to 0.9 from a spike); with the extra share none of 18 runs did
+(3 trainings x 6 sampling seeds), and 1 of 54 over peak learning rates 3e-2 to 5e-2.
+It is rare, not impossible: a smooth net only approximates the sharp split.
 
 Run:    python codes/multimodal_DDPM.py
 Writes: outputs/multimodal_DDPM_{trajectory,samples}.png and _samples.npy
@@ -46,7 +51,7 @@ T, SIGMA_MIN, SIGMA_MAX = 1000, 1e-3, 10.0
 # SIGMA_IN is below the spike distance 1: the split near sigma ~ 0.3 is seen at unit size
 HIDDEN, SIGMA_IN = 64, 0.3
 # training
-STEPS, BATCH, LR = 1500, 1024, 2e-2
+STEPS, BATCH, LR = 1500, 1024, 3e-2
 SPLIT, SPLIT_SHARE = (560, 700), 0.25  # levels t with sigma_t from 0.16 to 0.6: see train()
 # sampling, and the levels drawn as snapshots
 SAMPLES, SNAPSHOTS = 2000, (1000, 800, 700, 600, 500, 0)
@@ -89,12 +94,13 @@ class Denoiser(torch.nn.Module):
 
 @torch.no_grad()
 def adam_step(model, moments, k, lr, b1=0.9, b2=0.999):
-    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1), written out because
-    torch.optim loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
+    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1 with the bias corrections
+    folded into the step size, as in their section 2), written out because torch.optim
+    loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
     for p, (m, v) in zip(model.parameters(), moments):
         m.lerp_(p.grad, 1 - b1)  # m = b1 m + (1 - b1) g
         v.lerp_(p.grad**2, 1 - b2)  # v = b2 v + (1 - b2) g^2
-        p -= lr * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + 1e-8)
+        p.addcdiv_(m, v.sqrt() + 1e-8, value=-lr * (1 - b2**k) ** 0.5 / (1 - b1**k))
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):

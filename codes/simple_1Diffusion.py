@@ -76,12 +76,13 @@ class Denoiser(torch.nn.Module):
 
 @torch.no_grad()
 def adam_step(model, moments, k, lr, b1=0.9, b2=0.999):
-    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1), written out because
-    torch.optim loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
+    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1 with the bias corrections
+    folded into the step size, as in their section 2), written out because torch.optim
+    loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
     for p, (m, v) in zip(model.parameters(), moments):
         m.lerp_(p.grad, 1 - b1)  # m = b1 m + (1 - b1) g
         v.lerp_(p.grad**2, 1 - b2)  # v = b2 v + (1 - b2) g^2
-        p -= lr * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + 1e-8)
+        p.addcdiv_(m, v.sqrt() + 1e-8, value=-lr * (1 - b2**k) ** 0.5 / (1 - b1**k))
 
 
 def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
