@@ -1,9 +1,9 @@
 """Remove one noise level at a time, on four spikes: the noise must split four ways.
 
 The data is a mixture of four narrow Gaussians, equal weights, at CENTERS = (+-1, +-1),
-each with std S = 0.01. The method is simple_2Diffusion's unchanged: a noisy copy at
-level sigma is x = y + sigma * eps, a small MLP learns eps from (x, sigma) on the
-Karras et al. 2022 ladder (eq. 5, rho = 7), and sampling walks down from N(0, sigma_0^2 I):
+each with std S = 0.01. The method is simple_2Diffusion's: a noisy copy at level sigma
+is x = y + sigma * eps, a small MLP learns eps from (x, sigma) on the Karras et al. 2022
+ladder (eq. 5, rho = 7; here ending at 0.002), and sampling walks down from N(0, sigma_0^2 I):
 
     x_{i+1} = x_i - (sigma_i - sigma_{i+1}) * eps_theta(x_i, sigma_i)
 
