@@ -14,8 +14,8 @@ extra sharpening passes.
 
 Schedule: sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) geometric from 1e-3 to 10 over
 T = 500 levels. beta_1 = 1e-6 << S^2, so the exact noise prediction reproduces each
-spike's spread to 2.5% (as with 1000 levels; 250 give 4%), in half the sampling time of
-the usual 1000. alpha_bar_T = 0.01 is enough here because the mixture has
+spike's spread to a few % (as well as 1000 levels do), in half the sampling time of the
+usual 1000. alpha_bar_T = 0.01 is enough here because the mixture has
 mean 0: q(x_T) is a mixture of N(sqrt(alpha_bar_T) c, ~I), and by convexity its KL to
 N(0, I) is at most alpha_bar_T |c|^2 / 2 = 0.01 (levels above sigma = 10 would only cost
 training time, and it shows: with sigma_T = 100 the spreads come out worse).
