@@ -33,7 +33,7 @@ T, SIGMA_MIN, SIGMA_MAX = 1000, 1e-3, 100.0
 # model: MLP on (x_t standardized per level, log sigma_t)
 HIDDEN = 32
 # training
-STEPS, BATCH, LR = 1000, 256, 5e-3
+STEPS, BATCH, LR = 2000, 1024, 5e-3
 # sampling, and the levels drawn in the grid of pdfs
 SAMPLES, GRID = 2000, (1000, 800, 650, 550, 500, 450, 400, 300, 200, 0)
 

@@ -39,7 +39,7 @@ T, SIGMA_MIN, SIGMA_MAX = 1000, 1e-3, 100.0
 # model: MLP on (x_t standardized per level, log sigma_t)
 HIDDEN = 32
 # training
-STEPS, BATCH, LR = 1000, 256, 5e-3
+STEPS, BATCH, LR = 2000, 1024, 5e-3
 # sampling
 SAMPLES = 2000
 
