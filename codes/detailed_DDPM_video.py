@@ -55,7 +55,7 @@ def main(argv=None):
     images = frames(sample(model, args.samples, args.seed).numpy())
     path = f"{args.out}/detailed_DDPM.gif"
     iio.imwrite(path, images, duration=80, loop=0)
-    print(f"wrote {path}: {len(images)} frames, {os.path.getsize(path) / 1e6:.2f} MB")
+    print(f"wrote {path}: {len(images)} frames drawn, {os.path.getsize(path) / 1e6:.2f} MB")
     return {"gif": path, "frames": len(images)}
 
 

@@ -78,7 +78,7 @@ def main(argv=None):
     frames = render(traj, ddpm.timesteps().tolist())
     gif = f"{args.out}/{ddpm.NAME}.gif"
     iio.imwrite(gif, np.stack(frames), duration=1000 / FPS, loop=0)
-    print(f"wrote {gif}: {len(frames)} frames, {os.path.getsize(gif) / 1e6:.2f} MB")
+    print(f"wrote {gif}: {len(frames)} frames drawn, {os.path.getsize(gif) / 1e6:.2f} MB")
     if args.show:
         plt.show()
     plt.close("all")
