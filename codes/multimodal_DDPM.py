@@ -119,7 +119,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
         ab, eps = alpha_bar[t, None], torch.randn(batch, DIM)
         xt = (ab.sqrt() * target_sample(batch) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
         # each draw with its mirror images (x1 -> -x1, x2 -> -x2; the data has the symmetry):
-        # no chance tilt of a batch towards a spike, which left shares 0.01-0.02 off
+        # no batch tilts the net towards one spike by chance
         xt, eps = torch.cat([f * xt for f in FLIPS]), torch.cat([f * eps for f in FLIPS])
         t = t.repeat(4)
         loss = ((model(xt, t) - eps) ** 2).mean()
