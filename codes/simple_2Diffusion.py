@@ -12,6 +12,8 @@ that leaves exactly the noise of level i+1. sigma_0 = 80 swamps the data: starti
 instead of MU leaves an offset of |MU_d| * S / sigma_0 = 0.0001 per coordinate. Euler
 steps are first order: 400 levels shrink the std by about 1.3%, and SIGMA_MIN = 0.0005
 keeps the last step's own shrink, SIGMA_MIN^2 / (2 S^2), to 0.1% (simple_1Diffusion).
+The walk is deterministic, so as in simple_1Diffusion the start is quasi-random (scrambled
+Sobol points through the normal quantile): evenly spread, without random draws' luck.
 
 Run:    python codes/simple_2Diffusion.py
 Writes: outputs/simple_2Diffusion_{loss,trajectory,samples}.png and _samples.npy
@@ -109,7 +111,10 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
 def sample(model, n, seed=0):
     """Walk from N(0, sigma_0^2 I) down the ladder; returns (LEVELS + 1, n, DIM)."""
     sigma = noise_ladder()
-    x = sigma[0] * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))
+    # quasi-random N(0, I): Sobol points (multiples of 2^-30; + 2^-31 keeps them off 0) through
+    # the normal quantile
+    u = torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+    x = sigma[0] * torch.special.ndtri(u + 2**-31).float()
     xs = [x]
     for i in range(LEVELS):
         eps = model(x, sigma[i].expand(n, 1))

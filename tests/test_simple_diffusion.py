@@ -42,6 +42,28 @@ def test_exact_denoiser_keeps_the_spread_to_2_percent(script):
     assert torch.all((x.std(0) / m.S - 1).abs() < 0.02)
 
 
+@pytest.mark.parametrize("script", LADDERS)
+def test_start_is_quasi_random_normal_and_follows_the_seed(script):
+    m = load(script)
+    start = lambda seed: m.sample(lambda x, sigma: torch.zeros_like(x), 20000, seed)[0] / m.SIGMA_MAX
+    z = start(1)
+    assert torch.all(z.mean(0).abs() < 0.001) and torch.all((z.std(0) - 1).abs() < 0.002)
+    assert (z < -1.96).float().mean().item() == pytest.approx(0.025, abs=0.001)  # a normal tail
+    assert not torch.equal(z, start(2))
+
+
+@pytest.mark.parametrize("script", GAUSSIANS)
+def test_quasi_random_start_leaves_only_the_start_offset_in_the_mean(script):
+    """With the exact denoiser each sample is its start pushed through a fixed map, so the mean
+    of 2000 misses MU by the offset of starting at 0, MU * S / sigma_0, and by no luck of the
+    draw (random starts add about S / sqrt(2000) = 0.0002)."""
+    m = load(script)
+    mu = torch.as_tensor(m.MU, dtype=torch.float64)
+    for seed in range(4):
+        x = m.sample(exact_eps(mu.float(), m.S), 2000, seed=seed)[-1].double()
+        assert torch.allclose(x.mean(0), mu * (1 - m.S / m.SIGMA_MAX), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("script", GAUSSIANS)
 def test_target_sample_has_the_stated_mean_and_std(script):
     m = load(script)
