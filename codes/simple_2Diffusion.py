@@ -10,7 +10,7 @@ sigma_0 > ... > sigma_{N-1} > sigma_N = 0, and sampling starts from N(0, sigma_0
 an Euler step of the probability-flow ODE dx/dsigma = E[eps | x] (Karras et al. eq. 4)
 that leaves exactly the noise of level i+1. sigma_0 = 80 swamps the data: starting at 0
 instead of MU leaves an offset of |MU_d| * S / sigma_0 = 0.0001 per coordinate. Euler
-steps are first order: 400 levels shrink the std by about 1.3%, and SIGMA_MIN = 0.0005
+steps are first order: 400 levels shrink the std by about 1.4%, and SIGMA_MIN = 0.0005
 keeps the last step's own shrink, SIGMA_MIN^2 / (2 S^2), to 0.1% (simple_1Diffusion).
 The walk is deterministic, so as in simple_1Diffusion the start is quasi-random (scrambled
 Sobol points through the normal quantile): evenly spread, without random draws' luck.

@@ -35,7 +35,7 @@ def test_exact_denoiser_reproduces_the_target(script):
 
 @pytest.mark.parametrize("script", GAUSSIANS)
 def test_exact_denoiser_keeps_the_spread_to_2_percent(script):
-    """The Euler steps shrink the std by ~1.3% at 400 levels, the last step (SIGMA_MIN -> 0)
+    """The Euler steps shrink the std by ~1.4% at 400 levels, the last step (SIGMA_MIN -> 0)
     by SIGMA_MIN^2 / (2 S^2): 0.1% at 0.0005, but 2% at 0.002, which would fail here."""
     m = load(script)
     x = m.sample(exact_eps(torch.as_tensor(m.MU), m.S), 200000, seed=0)[-1].double()
