@@ -34,7 +34,8 @@ def test_smoke(script, tmp_path):
         assert iio.immeta(gif).get("loop") == 0
         return
     assert "generated" in r.stdout, r.stdout
-    pngs = sorted(tmp_path.glob(f"{stem}_*.png"))
+    assert f"wrote {tmp_path}" in r.stdout, r.stdout  # says where its files are
+    pngs = sorted(tmp_path.glob(f"{stem}*.png"))
     assert pngs, f"{script} wrote no figure"
     for png in pngs:
         assert iio.imread(png).ndim == 3
@@ -45,7 +46,7 @@ def test_smoke(script, tmp_path):
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if not s.endswith("_video.py")])
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--samples", "-3"], ["--steps", "x"],
                                  ["--out", "{file}/sub"]])
-def test_bad_input_is_one_line_and_exit_2(script, bad, tmp_path, capsys):
+def test_bad_input_is_argparse_usage_and_exit_2(script, bad, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     argv = [a.format(file=blocker) for a in bad]
@@ -55,5 +56,7 @@ def test_bad_input_is_one_line_and_exit_2(script, bad, tmp_path, capsys):
         load(script).main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "error" in err, err
+    # argparse's usual message: the usage line(s), then "<prog>: error: ..."; no traceback
+    assert err.startswith("usage:") and ": error: " in err.splitlines()[-1], err
+    assert "Traceback" not in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
