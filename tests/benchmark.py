@@ -23,6 +23,7 @@ default settings for several seeds, then score the saved `<script>_samples.npy`:
 The table between the two marker comments in README.md is this command's output.
 """
 import argparse
+import os
 import pathlib
 import re
 import statistics
@@ -42,13 +43,16 @@ RING = 2 * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.
 # the process floor of any PyTorch training script: imports and one torch.optim step
 FLOOR = ["-c", "import torch, numpy, matplotlib.pyplot, imageio; "
          "torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()"]
-# the CPU recipes of image_ddpm.py, as given in the README ({digits}: a folder that
-# tests/make_digits.py fills with scikit-learn's digits, so --image needs scikit-learn)
-IMAGE_RECIPES = {
-    "shapes": ["--img-size", "16", "--batch-size", "32", "--steps", "3000", "--guidance", "3"],
-    "digits": ["--data", "{digits}", "--img-size", "16", "--batch-size", "32", "--steps", "3000",
-               "--guidance", "3"],
-}
+# the CPU recipes of image_ddpm.py, as given in the README, in order: each name's runs share
+# an --out folder, so --sample-only reuses that name's checkpoint. {digits} is a folder that
+# tests/make_digits.py fills with scikit-learn's digits, so --image needs scikit-learn.
+RECIPE = ["--img-size", "16", "--batch-size", "32", "--steps", "3000"]
+IMAGE_RECIPES = [
+    ("shapes", [*RECIPE, "--guidance", "3"]),
+    ("shapes", ["--img-size", "16", "--sample-only", "--guidance", "0"]),
+    ("digits", ["--data", "{digits}", *RECIPE]),
+    ("digits", ["--data", "{digits}", "--img-size", "16", "--sample-only", "--guidance", "1"]),
+]
 
 
 def gaussian(mu, s):
@@ -150,9 +154,11 @@ def timed(argv):
     return wall, r.stdout
 
 
-def run(script, seed, extra=()):
-    """Run one script at its defaults; returns (wall seconds, samples array, stdout)."""
-    with tempfile.TemporaryDirectory() as out:
+def run(script, seed, extra=(), out=None):
+    """Run one script at its defaults in `out` (default: a fresh temporary folder);
+    returns (wall seconds, samples array, stdout)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = out or tmp
         wall, stdout = timed([str(CODES / f"{script}.py"), "--out", out, "--seed", str(seed),
                               *extra])
         return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy"), stdout
@@ -178,16 +184,20 @@ def bench_image(floors):
     """The image recipes, once each (seed 0: they take minutes): time and the script's own
     k-NN precision / recall and 1-NN label match against held-out real images."""
     rows = []
-    with tempfile.TemporaryDirectory() as digits:
-        for name, argv in IMAGE_RECIPES.items():
-            if "{digits}" in " ".join(argv):
-                timed([str(ROOT / "tests" / "make_digits.py"), digits])
+    with tempfile.TemporaryDirectory() as tmp:
+        digits = f"{tmp}/digits"
+        timed([str(ROOT / "tests" / "make_digits.py"), digits])
+        for name, argv in IMAGE_RECIPES:
             floors.append(timed(FLOOR)[0])
-            wall, _, stdout = run("image_ddpm", 0, [a.format(digits=digits) for a in argv])
+            argv = [a.format(digits=digits) for a in argv]
+            os.makedirs(f"{tmp}/{name}", exist_ok=True)
+            wall, _, stdout = run("image_ddpm", 0, argv, out=f"{tmp}/{name}")
             scores = dict(re.findall(r"(precision|recall|label match) ([0-9.]+)", stdout))
             details = ", ".join(f"{k} {v}" for k, v in scores.items())
-            rows.append(f"| image_ddpm {name}: `{' '.join(argv)}` | {wall:.1f} | "
+            shown = " ".join(argv).replace(digits, "digits")
+            rows.append(f"| image_ddpm {name} `{shown}` | {wall:.1f} | "
                         f"{wall / statistics.median(floors):.1f} | - | - | {details} |")
+            print(rows[-1], file=sys.stderr)
     return rows
 
 
