@@ -8,7 +8,7 @@ of Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generati
 an Euler step of the probability-flow ODE dx/dsigma = eps (Karras et al. eq. 4, sigma(t) = t).
 
 Run:    python codes/simple_1Diffusion.py
-Writes: outputs/simple_1Diffusion.png (loss, process, result) and outputs/simple_1Diffusion_samples.npy
+Writes: outputs/simple_1Diffusion.png (loss, process, result), outputs/simple_1Diffusion_samples.npy
 """
 import argparse
 import os
@@ -16,6 +16,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch import nn
 
 # data
 MU = 1.0  # target mean
@@ -27,7 +28,7 @@ SIGMA_MIN = 0.0005  # last level before 0: the step to 0 shrinks the std by SIGM
 RHO = 7.0  # ladder curvature: levels crowd near SIGMA_MIN
 LEVELS = 400  # levels from SIGMA_MAX down to SIGMA_MIN, then one step to 0
 # model
-HIDDEN = 32  # width of the MLP
+WIDTH = 32  # width of the MLP
 # training
 STEPS = 1000  # Adam steps
 BATCH = 1024  # noisy data points per step
@@ -41,9 +42,9 @@ def target_sample(n, generator=None):
     return MU + STD * torch.randn(n, DIM, generator=generator)
 
 
-def karras_sigma(ramp):
-    """Noise level at ramp in [0, 1]: SIGMA_MAX at 0, SIGMA_MIN at 1 (Karras et al. eq. 5)."""
-    return (SIGMA_MAX ** (1 / RHO) + ramp * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
+def karras_sigma(t):
+    """Noise level at t in [0, 1]: SIGMA_MAX at 0, SIGMA_MIN at 1 (Karras et al. eq. 5)."""
+    return (SIGMA_MAX ** (1 / RHO) + t * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
 
 
 def noise_ladder():
@@ -51,29 +52,26 @@ def noise_ladder():
     return torch.cat([karras_sigma(torch.linspace(0, 1, LEVELS)), torch.zeros(1)])
 
 
-class Denoiser(torch.nn.Module):
+class Denoiser(nn.Sequential):
     """eps_theta(x, sigma), the noise in x at level sigma; x: (n, DIM), sigma: (n, 1)."""
 
     def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(DIM + 1, HIDDEN), torch.nn.SiLU(), torch.nn.Linear(HIDDEN, HIDDEN),
-            torch.nn.SiLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.SiLU(), torch.nn.Linear(HIDDEN, DIM))
+        super().__init__(nn.Linear(DIM + 1, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
+                         nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, DIM))
 
     def forward(self, x, sigma):
         # Karras et al. c_in, centred on the data: x at unit size on every level, so the
         # net sees the narrow spike at the size of the wide noise
         x_in = (x - MU) / (STD**2 + sigma**2).sqrt()
-        return self.net(torch.cat([x_in, sigma.log() / 4], dim=1))
+        return super().forward(torch.cat([x_in, sigma.log() / 4], 1))
 
 
 def train(steps=STEPS, seed=0):
     """Fit eps_theta at random levels spaced like the ladder; returns (model, losses)."""
     torch.manual_seed(seed)
-    model = Denoiser()
+    model, losses = Denoiser(), []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
-    losses = []
     for _ in range(steps):
         sigma = karras_sigma(torch.rand(BATCH, 1))
         eps = torch.randn(BATCH, DIM)
@@ -90,11 +88,9 @@ def train(steps=STEPS, seed=0):
 def sample(model, n, seed=0):
     """Walk from N(0, sigma_0^2) down the ladder; returns (LEVELS + 1, n, DIM), noise first."""
     sigma = noise_ladder()
-    x = sigma[0] * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))
-    xs = [x]
-    for i in range(LEVELS):
-        x = x - (sigma[i] - sigma[i + 1]) * model(x, sigma[i].expand(n, 1))  # Euler, dx/dsigma = eps
-        xs.append(x)
+    xs = [sigma[0] * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))]
+    for i in range(LEVELS):  # Euler steps of dx/dsigma = eps, each removing one level
+        xs.append(xs[-1] - (sigma[i] - sigma[i + 1]) * model(xs[-1], sigma[i].expand(n, 1)))
     return torch.stack(xs)
 
 
@@ -129,7 +125,7 @@ def plot(losses, traj, path, show=False):
     plt.close(fig)
 
 
-def parse_args(argv=None):
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=STEPS, help="training steps")
     p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
@@ -143,11 +139,6 @@ def parse_args(argv=None):
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         p.error(f"cannot write to --out: {e}")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     r = report(traj[-1])
