@@ -1,12 +1,11 @@
 """Remove one noise level at a time, on four spikes: the noise must split four ways.
 
-The data is four equal spikes N(c, STD^2 I), c in CENTERS = (+-1, +-1), STD = 0.01. As in
-simple_2Diffusion, x = y + sigma * eps, an MLP learns eps_theta(x, sigma) ~ E[eps | x] on the
-ladder of Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models"
-(eq. 5), and sampling walks down from x_0 ~ N(0, sigma_0^2 I) by Euler steps of dx/dsigma = eps:
-    x_{i+1} = x_i - (sigma_i - sigma_{i+1}) * eps_theta(x_i, sigma_i)   (Karras et al. eq. 4).
-Low on the ladder each step first adds fresh noise up to level (1 + CHURN) sigma_i (Karras et
-al. Algorithm 2, "churn"), which kicks samples off the boundaries between the spikes.
+The data is four equal spikes N(c, STD^2 I), c in CENTERS = (+-1, +-1). As in simple_2Diffusion,
+an MLP learns eps_theta(x, sigma) ~ E[eps | x] for x = y + sigma * eps on the ladder of Karras
+et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (eq. 5), and
+sampling walks down from x_0 ~ N(0, sigma_0^2 I) by Euler steps of dx/dsigma = eps (eq. 4),
+    x_{i+1} = x_i - (sigma_i - sigma_{i+1}) * eps_theta(x_i, sigma_i),
+low on the ladder first adding fresh noise up to (1 + CHURN) sigma_i ("churn", Algorithm 2).
 
 Run:    python codes/simple_multimodal.py
 Writes: outputs/simple_multimodal.png (loss, process, result), outputs/simple_multimodal_samples.npy

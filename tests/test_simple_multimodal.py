@@ -43,7 +43,10 @@ def test_exact_denoiser_splits_the_noise_into_the_four_spikes():
     assert all(abs(share - 0.25) < 4.5 * SHARE_SE / 10**0.5 for share in r["share"])
     assert all(abs(spread / m.STD - 1) < 0.1 for spread in r["spread"])
     assert r["max_dist"] < 0.1
-    assert fidelity(traj[-1].numpy(), TARGET, 3) < 1.2
+    # 20000 samples have a floor sqrt(10) below 2000's, so the spread's 3% shrink (Euler steps,
+    # and the last step from SIGMA_MIN = 0.002) shows: W1/floor 1.37 here, 1.02 on 2000 of them
+    assert fidelity(traj[-1].numpy(), TARGET, 3) < 1.6
+    assert fidelity(traj[-1, :2000].numpy(), TARGET, 3) < 1.2
 
 
 def test_exact_sampler_keeps_each_sample_in_its_start_quadrant():
