@@ -110,7 +110,7 @@ def plot(losses, traj, path, show=False):
     a.set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
     b.plot(traj[:, :100, 0] / scale, lw=0.5, alpha=0.6)
     b.axhline(MU, c="k", ls="--", lw=1)
-    b.set(title="100 samples, one level at a time (dashed: target mean)", xlabel="level i",
+    b.set(title="100 walks down the ladder (dashed: target mean)", xlabel="level i",
           ylabel="x / sqrt(1 + sigma_i^2)", ylim=(-4, 4))
     grid = np.linspace(MU - 5 * STD, MU + 5 * STD, 200)
     c.hist(traj[-1, :, 0], bins=50, range=(grid[0], grid[-1]), density=True, alpha=0.6,
