@@ -9,6 +9,7 @@ sigma falls from SIGMA_MAX to 0.
 Run:    python codes/simple_1Diffusion_video.py
 Writes: outputs/simple_1Diffusion.gif
 """
+import argparse
 import os
 import sys
 
@@ -17,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simple_1Diffusion import LEVELS, MU, noise_ladder, parse_args, sample, train  # noqa: E402
+from simple_1Diffusion import LEVELS, MU, SAMPLES, STEPS, noise_ladder, sample, train  # noqa: E402
 
 FRAMES = 48  # frames spread evenly over the levels
 HOLD = 12  # extra copies of the last frame, so the loop pauses on the result
@@ -53,7 +54,18 @@ def frames(traj):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
+    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to draw")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and sampling")
+    p.add_argument("--out", default="outputs", help="folder for the GIF")
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples) < 1:
+        p.error("--steps and --samples must be positive")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot write to --out: {e}")
     model, _ = train(args.steps, args.seed)
     images = frames(sample(model, args.samples, args.seed).numpy())
     path = f"{args.out}/simple_1Diffusion.gif"

@@ -3,13 +3,13 @@ Gaussian, then the trained model walking fresh noise back down into the spikes.
 
 Out: x_i = y + sigma_i * eps for one fixed eps per sample, sigma_i climbing the ladder.
 Back: the walk of simple_multimodal.sample (imported, not copied) from N(0, sigma_0^2 I).
-Points are drawn scaled, x / sqrt(1 + sigma_i^2) (unit size at every
-level), so the axes stay fixed; colours mark the spike each sample comes from (out) or
-ends in (back).
+Points are drawn scaled, x / sqrt(1 + sigma_i^2) (unit size at every level), so the axes
+stay fixed; colours mark the spike each sample comes from (out) or ends in (back).
 
 Run:    python codes/simple_multimodal_video.py
 Writes: outputs/simple_multimodal.gif
 """
+import argparse
 import os
 import sys
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simple_multimodal import (CENTERS, LEVELS, nearest, noise_ladder,  # noqa: E402
-                               parse_args, sample, target_sample, train)
+from simple_multimodal import (CENTERS, LEVELS, SAMPLES, STEPS, nearest,  # noqa: E402
+                               noise_ladder, sample, target_sample, train)
 
 FRAMES = 26  # frames each way
 HOLD = 8  # extra copies of the turning frames, so the loop pauses on data and on noise
@@ -31,7 +31,7 @@ def frames(out, back):
     """RGB images for the out path then the back path; out, back: (LEVELS + 1, n, 2),
     both indexed by level (index 0 = sigma_0, the noisiest)."""
     sigma = noise_ladder().numpy()
-    colours = [np.array([f"C{k}" for k in nearest(torch.from_numpy(x))[0]])
+    colours = [np.array([f"C{k}" for k in nearest(torch.from_numpy(x)).indices])
                for x in (out[-1], back[-1])]  # by spike of origin (out) and of arrival (back)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     dots = ax.scatter(*out[-1].T, s=3, alpha=0.5, c=colours[0])
@@ -55,11 +55,21 @@ def frames(out, back):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
+    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to draw")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and sampling")
+    p.add_argument("--out", default="outputs", help="folder for the GIF")
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples) < 1:
+        p.error("--steps and --samples must be positive")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot write to --out: {e}")
     model, _ = train(args.steps, args.seed)
     back = sample(model, args.samples, args.seed).numpy()
-    g = torch.Generator().manual_seed(args.seed)
-    y, eps = target_sample(args.samples, g), torch.randn(args.samples, 2, generator=g)
+    y, eps = target_sample(args.samples), torch.randn(args.samples, 2)  # seeded by train()
     out = (y + noise_ladder()[:, None, None] * eps).numpy()  # x_i = y + sigma_i eps
     images = frames(out, back)
     path = f"{args.out}/simple_multimodal.gif"
