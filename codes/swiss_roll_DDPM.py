@@ -30,7 +30,7 @@ HIDDEN = 128  # width of the three conditional linear layers
 FREQS = 16  # sin/cos frequencies of t / T fed to gamma(t)
 # training
 STEPS = 5000  # Adam steps
-BATCH = 256  # points per step
+BATCH = 512  # points per step
 LR = 5e-3  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # generated points
