@@ -7,7 +7,6 @@ p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_theta(x_t, t)^2) comes from an MLP 
 trained on whole forward trajectories by the bound itself (Ho et al. eq. 3):
     L = E_q[ -log p(x_T) - sum_t log p(x_{t-1} | x_t) / q(x_t | x_{t-1}) ] >= H(q(x_0)),
 the data's entropy. Sampling runs p from x_T ~ N(0, 1).
-
 Run:    python codes/elbo_diffusion.py  [--steps N --samples N --seed S --out DIR --show]
 Writes: outputs/elbo_diffusion.png (loss, reverse process, result vs target), _samples.npy
 """
@@ -93,12 +92,12 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
 
 @torch.no_grad()
 def sample(model, n, seed=0, steps=T):
-    """Run p(x_{t-1} | x_t) from x_T ~ N(0, 1); returns (steps + 1, n, 1), x_T first."""
+    """Run p(x_{t-1} | x_t), fed the t/T of training, from x_T ~ N(0, 1); returns
+    (steps + 1, n, 1), x_T first."""
     g = torch.Generator().manual_seed(seed)
     xs = [torch.randn(n, 1, generator=g)]
     for t in range(steps, 0, -1):
-        mean_std = model(xs[-1], torch.full((n, 1), t / steps))  # the t/T of training
-        xs.append(torch.normal(*mean_std, generator=g))
+        xs.append(torch.normal(*model(xs[-1], torch.full((n, 1), t / steps)), generator=g))
     return torch.stack(xs)
 
 

@@ -7,7 +7,6 @@ T sigmoid-spaced betas, alpha_bar_T ~ 3e-5. eps_theta(x_t, t) is an MLP of "cond
 layers gamma(t) * (W x + b), gamma a learned function of sin/cos features of t / T, trained on
 |eps - eps_theta(x_t, t)|^2 (Algorithm 1) and sampled from x_T ~ N(0, I) by Algorithm 2:
     x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_t) + sqrt(beta_t) z
-
 Run:    python codes/swiss_roll_DDPM.py  [--steps N --samples N --seed S --out DIR --show]
 Writes: outputs/swiss_roll_DDPM.png (loss, reverse process, result vs target), _samples.npy
 """
