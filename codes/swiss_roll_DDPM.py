@@ -22,8 +22,8 @@ NOISE = 1.0  # make_swiss_roll's noise std, before the scaling
 SCALE = 10.0  # the roll is divided by this
 # schedule
 T = 200  # levels
-BETA_START = 1e-5  # beta_1
-BETA_END = 0.1  # beta_T
+BETA_START = 1e-5  # lower end of the sigmoid ramp of betas
+BETA_END = 0.1  # upper end
 # model
 HIDDEN = 128  # width of the three conditional linear layers
 FREQS = 16  # sin/cos frequencies of t / T fed to gamma(t)
@@ -106,7 +106,7 @@ def sample(model, n, seed=0):
 
 
 def report(x):
-    """Target against generated: the mean distance to the roll's centre curve (1 s per arc)."""
+    """Target against generated: mean distance to the noise-free centre curve of the roll."""
     s = torch.linspace(1.5 * torch.pi, 4.5 * torch.pi, 4000)[:, None]
     curve = torch.cat([s * s.cos(), s * s.sin()], 1) / SCALE
     ref = target_sample(len(x), torch.Generator().manual_seed(1))
