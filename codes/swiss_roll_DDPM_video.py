@@ -1,11 +1,12 @@
-"""A GIF of the reverse process of swiss_roll_DDPM.py forming the roll from noise.
+"""A GIF of swiss_roll_DDPM.py's reverse process: noise turning into the roll.
 
-Trains the sibling script's model with the same flags, runs Algorithm 2 once, and draws
-the samples at every few levels t = T .. 0 on fixed axes, a fresh roll in grey behind them.
+Trains the sibling script's model with the same flags, runs Algorithm 2 once, and draws the
+samples every few levels t = T .. 0 on fixed axes, a fresh roll in grey behind them.
 
-Run:    python codes/swiss_roll_DDPM_video.py
+Run:    python codes/swiss_roll_DDPM_video.py  [--steps N --samples N --seed S --out DIR --show]
 Writes: outputs/swiss_roll_DDPM.gif
 """
+import argparse
 import os
 import sys
 
@@ -15,24 +16,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swiss_roll_DDPM import T, parse_args, sample, target_sample, train  # noqa: E402
+import swiss_roll_DDPM as roll  # noqa: E402  (the sibling script)
 
-# frames: every FRAME_EVERY-th level, then the result held for HOLD frames
-FRAME_EVERY, HOLD, FPS = 4, 15, 15
-# points drawn per frame
-SHOWN = 1000
+FRAME_EVERY = 4  # draw every FRAME_EVERY-th level
+HOLD = 15  # frames that hold the result at the end
+FPS = 15  # frames per second
+SHOWN = 1000  # points drawn per frame
 
 
 def frames(traj, seed):
-    """One RGB image per drawn level of traj (T + 1, n, 2)."""
-    roll = target_sample(SHOWN, torch.Generator().manual_seed(seed)).numpy()
+    """One RGB image per drawn level of traj (T + 1, n, 2), x_T first."""
+    target = roll.target_sample(SHOWN, torch.Generator().manual_seed(seed))
     fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
     images = []
-    for i in [*range(0, T + 1, FRAME_EVERY), *[T] * HOLD]:
+    for i in [*range(0, roll.T + 1, FRAME_EVERY), *[roll.T] * HOLD]:
         ax.clear()
-        ax.scatter(*roll.T, s=2, c="0.8", label="target")
+        ax.scatter(*target.T, s=2, c="0.8", label="target")
         ax.scatter(*traj[i, :SHOWN].T, s=2, c="C0", label="generated")
-        ax.set(title=f"reverse process: x_{T - i}", xlim=(-2, 2), ylim=(-2, 2), xlabel="x",
+        ax.set(title=f"reverse process: x_{roll.T - i}", xlim=(-2, 2), ylim=(-2, 2), xlabel="x",
                ylabel="z", aspect="equal")
         ax.legend(loc="upper right", fontsize=7)
         fig.tight_layout()
@@ -43,18 +44,27 @@ def frames(traj, seed):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    torch.set_num_threads(1)  # tensors this small run faster on one thread
-    model, _ = train(args.steps, args.seed)
-    traj = sample(model, args.samples, args.seed).numpy()
-    path = f"{args.out}/swiss_roll_DDPM.gif"
-    images = frames(traj, args.seed)
-    imageio.mimsave(path, images, duration=1000 / FPS, loop=0)
-    print(f"wrote {path}: {len(images)} frames")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=roll.STEPS, help="training steps")
+    p.add_argument("--samples", type=int, default=roll.SAMPLES, help="points to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs", help="folder for the GIF")
+    p.add_argument("--show", action="store_true", help="show the last frame")
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples) < 1:
+        p.error("--steps and --samples must be positive")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot write to --out: {e}")
+    model, _ = roll.train(args.steps, args.seed)
+    images = frames(roll.sample(model, args.samples, args.seed), args.seed)
+    imageio.mimsave(f"{args.out}/swiss_roll_DDPM.gif", images, duration=1000 / FPS, loop=0)
+    print(f"wrote {args.out}/swiss_roll_DDPM.gif")
     if args.show:
         plt.imshow(images[-1])
         plt.show()
-    return {"gif": path, "frames": len(images)}
+    return {"gif": f"{args.out}/swiss_roll_DDPM.gif", "frames": len(images)}
 
 
 if __name__ == "__main__":

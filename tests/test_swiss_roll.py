@@ -58,7 +58,9 @@ def test_exact_eps_of_gaussian_data_reproduces_it():
     assert torch.all((x.std(0) / s - 1).abs() < 0.03)
 
 
-def test_sliced_w1_is_zero_on_itself_and_sees_a_shift():
+def test_report_sees_a_blurred_roll():
     x = m.target_sample(2000, torch.Generator().manual_seed(0))
-    assert m.sliced_w1(x, x) == 0
-    assert m.sliced_w1(x + torch.tensor([0.5, 0.0]), x) > 0.2
+    sharp = m.report(x)
+    assert sharp["generated"] == pytest.approx(sharp["target"], rel=0.05)
+    blurred = m.report(x + 0.1 * torch.randn(2000, 2, generator=torch.Generator().manual_seed(1)))
+    assert blurred["generated"] > 1.3 * blurred["target"]
