@@ -1,12 +1,11 @@
 """DDPM (Ho et al. 2020) on 1D data N(1, 0.01^2), with one small network per noise level.
 
-single_DDPM.py's forward process (eq. 4) and sampler (Algorithm 2, posterior variance beta~_t
-of eq. 7), but T networks eps_theta^(t)(x_t) instead of one told t: level t only asks net t.
-They live as one stack of weights with a leading axis of size T, and each training step
-draws a batch at every level and sums the T losses (Algorithm 1 with t enumerated, not drawn).
-No weight is shared, so each net gets the gradient, and from Adam the update, it would get
-alone. Each net sees x_t standardized by the mean and std of q(x_t). T = 200 levels with
-sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) geometric from 1e-3 to 100 (beta_1 = 1e-6).
+single_DDPM.py's forward process (eq. 4) and sampler (Algorithm 2, posterior variance beta~_t,
+eq. 7), but T networks eps_theta^(t)(x_t) instead of one told t: level t asks only net t. They
+live as one stack of weights with a leading axis of size T; each training step draws a batch at
+every level and sums the T losses (Algorithm 1 with t enumerated, not drawn). No weight is shared,
+so each net gets the gradient (and from Adam the update) it would get alone. Each sees x_t
+standardized by the mean and std of q(x_t); sigma_t is geometric from 1e-3 to 100 over T = 200.
 
 Run:    python codes/simple_DDPM.py  (flags: --steps --samples --seed --out --show)
 Writes: outputs/simple_DDPM.png (loss, process, result), outputs/simple_DDPM_samples.npy
@@ -27,7 +26,7 @@ T = 200  # noise levels, one network each
 SIGMA_MIN = 1e-3  # sigma_1, where sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
 SIGMA_MAX = 100.0  # sigma_T, so alpha_bar_T = 1 / (1 + SIGMA_MAX^2)
 # model
-HIDDEN = 16  # width of each level's MLP
+WIDTH = 16  # width of each level's MLP
 # training
 STEPS = 1000  # Adam steps
 BATCH = 32  # (x_0, eps) draws per level per step
@@ -36,8 +35,8 @@ LR = 1e-2  # peak learning rate of the one-cycle schedule
 SAMPLES = 2000  # samples to generate
 
 
-def target_sample(n, generator=None):
-    return MU + STD * torch.randn(n, 1, generator=generator)
+def target_sample(n, g=None):
+    return MU + STD * torch.randn(n, 1, generator=g)
 
 
 def schedule():
@@ -50,13 +49,13 @@ def schedule():
 class Denoisers(nn.Module):
     """eps_theta^(t)(x_t) of T MLPs, for x_t: (L, n, 1), n samples at each of L levels t: (L,)."""
 
-    def __init__(self, data_mean, data_var):
+    def __init__(self, x0):
         super().__init__()
-        ab = schedule()[1][:, None, None]
-        # mean and std of q(x_t), from the training data's: each net sees x_t standardized
-        self.register_buffer("shift", (ab.sqrt() * data_mean).float())
-        self.register_buffer("scale", (ab * data_var + 1 - ab).sqrt().float())
-        sizes = [(1, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, 1)]  # (fan_in, fan_out) per layer
+        ab, x0 = schedule()[1][:, None, None], x0.double()
+        # the mean and std of q(x_t) for the training data x0: each net sees x_t standardized
+        self.register_buffer("shift", (ab.sqrt() * x0.mean()).float())
+        self.register_buffer("scale", (ab * x0.var() + 1 - ab).sqrt().float())
+        sizes = [(1, WIDTH), (WIDTH, WIDTH), (WIDTH, 1)]  # (fan_in, fan_out) per layer
         # weights (T, fan_in, fan_out) and biases (T, 1, fan_out), with nn.Linear's init
         self.weights = nn.ParameterList((torch.rand(T, i, o) * 2 - 1) / i**0.5 for i, o in sizes)
         self.biases = nn.ParameterList((torch.rand(T, 1, o) * 2 - 1) / i**0.5 for i, o in sizes)
@@ -71,8 +70,7 @@ class Denoisers(nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al. at all T levels at once; returns (model, losses)."""
     torch.manual_seed(seed)
-    x0 = target_sample(4096).double()
-    model, alpha_bar, t = Denoisers(x0.mean(0), x0.var(0)), schedule()[1], torch.arange(1, T + 1)
+    model, alpha_bar, t = Denoisers(target_sample(4096)), schedule()[1], torch.arange(1, T + 1)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
     ab, losses = alpha_bar[1:, None, None], []
@@ -126,7 +124,6 @@ def plot(losses, traj, path, show):
     fig.savefig(path, dpi=90)
     if show:
         plt.show()
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -145,11 +142,10 @@ def main(argv=None):
         p.error(f"cannot write to --out: {e}")
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
-    png, npy = f"{args.out}/simple_DDPM.png", f"{args.out}/simple_DDPM_samples.npy"
-    np.save(npy, traj[-1].numpy())
+    np.save(f"{args.out}/simple_DDPM_samples.npy", traj[-1].numpy())
     r = report(traj[-1])
-    plot(losses, traj.numpy(), png, args.show)
-    print(f"wrote {png}, {npy}")
+    plot(losses, traj.numpy(), f"{args.out}/simple_DDPM.png", args.show)
+    print(f"wrote {args.out}/simple_DDPM.png, {args.out}/simple_DDPM_samples.npy")
     return r
 
 

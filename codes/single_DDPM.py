@@ -16,6 +16,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch import nn
 
 # data
 MU = 1.0  # mean of the data N(MU, STD^2)
@@ -25,7 +26,7 @@ T = 1000  # noise levels
 SIGMA_MIN = 1e-3  # sigma_1, where sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
 SIGMA_MAX = 100.0  # sigma_T, so alpha_bar_T = 1 / (1 + SIGMA_MAX^2)
 # model
-HIDDEN = 32  # width of the MLP
+WIDTH = 32  # width of the MLP
 # training
 STEPS = 2000  # Adam steps
 BATCH = 1024  # (x_0, t, eps) draws per step
@@ -34,8 +35,8 @@ LR = 5e-3  # peak learning rate of the one-cycle schedule
 SAMPLES = 2000  # samples to generate
 
 
-def target_sample(n, generator=None):
-    return MU + STD * torch.randn(n, 1, generator=generator)
+def target_sample(n, g=None):
+    return MU + STD * torch.randn(n, 1, generator=g)
 
 
 def schedule():
@@ -45,20 +46,18 @@ def schedule():
     return 1 - alpha_bar / torch.cat([alpha_bar[:1], alpha_bar[:-1]]), alpha_bar
 
 
-class Denoiser(torch.nn.Module):
+class Denoiser(nn.Module):
     """eps_theta(x_t, t) for x_t: (n, 1) and t: (n,) ints in 1..T."""
 
-    def __init__(self, data_mean, data_var):
+    def __init__(self, x0):
         super().__init__()
-        ab = schedule()[1][:, None]
+        ab, x0 = schedule()[1][:, None], x0.double()
         self.register_buffer("log_sigma", (0.5 * ((1 - ab) / ab).log()).float())
-        # mean and std of q(x_t), from the training data's: the net sees x_t standardized
-        self.register_buffer("shift", (ab.sqrt() * data_mean).float())
-        self.register_buffer("scale", (ab * data_var + 1 - ab).sqrt().float())
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(2, HIDDEN), torch.nn.SiLU(), torch.nn.Linear(HIDDEN, HIDDEN),
-            torch.nn.SiLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.SiLU(),
-            torch.nn.Linear(HIDDEN, 1))
+        # the mean and std of q(x_t) for the training data x0: the net sees x_t standardized
+        self.register_buffer("shift", (ab.sqrt() * x0.mean()).float())
+        self.register_buffer("scale", (ab * x0.var() + 1 - ab).sqrt().float())
+        self.net = nn.Sequential(nn.Linear(2, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
+                                 nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, 1))
 
     def forward(self, xt, t):
         return self.net(torch.cat([(xt - self.shift[t]) / self.scale[t], self.log_sigma[t] / 4], 1))
@@ -67,11 +66,9 @@ class Denoiser(torch.nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    x0 = target_sample(4096).double()
-    model, alpha_bar = Denoiser(x0.mean(0), x0.var(0)), schedule()[1]
+    model, alpha_bar, losses = Denoiser(target_sample(4096)), schedule()[1], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
-    losses = []
     for _ in range(steps):
         t, eps = torch.randint(1, T + 1, (BATCH,)), torch.randn(BATCH, 1)
         ab = alpha_bar[t, None]
@@ -123,7 +120,6 @@ def plot(losses, traj, path, show):
     fig.savefig(path, dpi=90)
     if show:
         plt.show()
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -142,11 +138,10 @@ def main(argv=None):
         p.error(f"cannot write to --out: {e}")
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
-    png, npy = f"{args.out}/single_DDPM.png", f"{args.out}/single_DDPM_samples.npy"
-    np.save(npy, traj[-1].numpy())
+    np.save(f"{args.out}/single_DDPM_samples.npy", traj[-1].numpy())
     r = report(traj[-1])
-    plot(losses, traj.numpy(), png, args.show)
-    print(f"wrote {png}, {npy}")
+    plot(losses, traj.numpy(), f"{args.out}/single_DDPM.png", args.show)
+    print(f"wrote {args.out}/single_DDPM.png, {args.out}/single_DDPM_samples.npy")
     return r
 
 
