@@ -119,8 +119,8 @@ def plot(losses, traj, path, show):
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
     a.semilogy(losses, lw=0.5)
     a.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
-    b.plot(traj[:, :100, 0], traj[:, :100, 1], "C0", lw=0.3, alpha=0.5)
-    b.set(title="100 samples, x_T to x_0", xlabel="x1", ylabel="x2", aspect="equal")
+    b.plot(np.arange(T, -1, -1), traj[:, :100, 0], "C0", lw=0.5, alpha=0.5)  # traj[i] is at T - i
+    b.set(title="x1 of 100 samples, x_T to x_0", xlabel="level t", ylabel="x1", xlim=(T, 0))
     c.scatter(*nearest(torch.tensor(traj[-1]))[1].T, s=3, alpha=0.4)
     c.add_patch(plt.Circle((0, 0), 2 * STD, color="k", fill=False, ls="--"))
     c.set(title="x_0 minus its spike (dashed: target, 2 std)", xlabel="x1 - c1", ylabel="x2 - c2",
