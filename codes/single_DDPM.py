@@ -1,210 +1,147 @@
-"""DDPM (Ho et al. 2020) on 1D data, with one network serving every noise level.
+"""DDPM (Ho et al. 2020) on 1D data N(1, 0.01^2), with one network eps_theta(x_t, t) for all levels.
 
-The data is N(MU, S^2) with MU = 1, S = 0.01. The forward process adds a little noise at
-each of T levels, q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t) (Ho et al. eq. 2),
-so that in closed form (eq. 4)
-
-    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   alpha_bar_t = prod alpha_s.
-
-Training (Algorithm 1) fits eps_theta(x_t, t) to eps. Sampling (Algorithm 2) starts from
-x_T ~ N(0, 1) and steps down, adding fresh noise at every step except the last (t = 1):
-
+Forward process (Ho et al. eq. 4): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
+Algorithm 1 fits eps_theta(x_t, t) to eps; Algorithm 2 starts from x_T ~ N(0, 1) and steps
     x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t) + sigma_t z
+with sigma_t^2 = beta~_t, the posterior variance (eq. 7), which is 0 at t = 1. The schedule
+makes sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) geometric from 1e-3 to 100: beta_1 = 1e-6
+lies far below the data variance 1e-4, and alpha_bar_T = 1e-4 makes q(x_T) almost N(0, 1).
 
-The schedule matters more than the network here. With sigma_t^2 = (1 - alpha_bar_t) /
-alpha_bar_t spaced evenly in log from 1e-3 to 100 (T = 1000), beta_1 = 1e-6 is far below
-S^2 = 1e-4, so the smallest step does not blur the data, and alpha_bar_T = 1e-4, so
-q(x_T) differs from N(0, 1) by a KL of about alpha_bar_T MU^2 / 2 = 5e-5. The reverse
-variance is the posterior one, sigma_t^2 = beta~_t = beta_t (1 - alpha_bar_{t-1}) /
-(1 - alpha_bar_t) (Ho et al. section 3.2: the right choice when x_0 is nearly a point, as
-a spike of width 0.01 is). With the exact noise prediction plugged in, this sampler
-ends at std 0.0099 for a target 0.01.
-
-Run:    python codes/single_DDPM.py
-Writes: outputs/single_DDPM_{loss,trajectory,samples}.png and _samples.npy
+Run:    python codes/single_DDPM.py  (flags: --steps --samples --seed --out --show)
+Writes: outputs/single_DDPM.png (loss, process, result), outputs/single_DDPM_samples.npy
 """
 import argparse
 import os
-import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch import nn
 
-# data: N(MU, S^2)
-MU, S = 1.0, 0.01
-DIM = 1
-# noise schedule: sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), geometric in t
-T, SIGMA_MIN, SIGMA_MAX = 1000, 1e-3, 100.0
-# model: MLP on (x_t standardized per level, log sigma_t)
-HIDDEN = 32
+# data
+MU = 1.0  # mean of the data N(MU, STD^2)
+STD = 0.01  # std of the data
+# schedule
+T = 1000  # noise levels
+SIGMA_MIN = 1e-3  # sigma_1, where sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
+SIGMA_MAX = 100.0  # sigma_T, so alpha_bar_T = 1 / (1 + SIGMA_MAX^2)
+# model
+WIDTH = 32  # width of the MLP
 # training
-STEPS, BATCH, LR = 2000, 1024, 5e-3
+STEPS = 2000  # Adam steps
+BATCH = 1024  # (x_0, t, eps) draws per step
+LR = 5e-3  # peak learning rate of the one-cycle schedule
 # sampling
-SAMPLES = 2000
+SAMPLES = 2000  # samples to generate
 
 
-def target_sample(n, generator=None):
-    """n fresh samples of the data, shape (n, DIM)."""
-    return MU + S * torch.randn(n, DIM, generator=generator)
+def target_sample(n, g=None):
+    return MU + STD * torch.randn(n, 1, generator=g)
 
 
-def schedule(levels=T):
-    """beta_t and alpha_bar_t, float64 tensors indexed by t = 0..levels (t = 0: the data)."""
-    sigma = torch.logspace(np.log10(SIGMA_MIN), np.log10(SIGMA_MAX), levels, dtype=torch.float64)
+def schedule():
+    """beta_t and alpha_bar_t for t = 0..T, float64 (t = 0 is the data: beta_0 = 0)."""
+    sigma = torch.logspace(np.log10(SIGMA_MIN), np.log10(SIGMA_MAX), T, dtype=torch.float64)
     alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), 1 / (1 + sigma**2)])
-    beta = 1 - alpha_bar / alpha_bar.roll(1)  # alpha_t = alpha_bar_t / alpha_bar_{t-1}
-    beta[0] = 0
-    return beta, alpha_bar
+    return 1 - alpha_bar / torch.cat([alpha_bar[:1], alpha_bar[:-1]]), alpha_bar
 
 
-class Denoiser(torch.nn.Module):
-    """eps_theta(x_t, t): the noise in x_t at level t. x_t: (n, DIM), t: (n,) ints in 1..T."""
+class Denoiser(nn.Module):
+    """eps_theta(x_t, t) for x_t: (n, 1) and t: (n,) ints in 1..T."""
 
-    def __init__(self, data_mean, data_var, hidden=HIDDEN):
+    def __init__(self, x0):
         super().__init__()
-        alpha_bar = schedule()[1][:, None]
-        self.register_buffer("log_sigma", (0.5 * ((1 - alpha_bar) / alpha_bar).log()).float())
-        # mean and std of q(x_t) at each level, from the training data's mean and variance
-        self.register_buffer("shift", (alpha_bar.sqrt() * data_mean).float())
-        self.register_buffer("scale", (alpha_bar * data_var + 1 - alpha_bar).sqrt().float())
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(DIM + 1, hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, DIM))
+        ab, x0 = schedule()[1][:, None], x0.double()
+        self.register_buffer("log_sigma", (0.5 * ((1 - ab) / ab).log()).float())
+        # the mean and std of q(x_t) for the training data x0: the net sees x_t standardized
+        self.register_buffer("shift", (ab.sqrt() * x0.mean()).float())
+        self.register_buffer("scale", (ab * x0.var() + 1 - ab).sqrt().float())
+        self.net = nn.Sequential(nn.Linear(2, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
+                                 nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, 1))
 
     def forward(self, xt, t):
-        # standardized input, so that the slope of eps at the low levels is of order 1;
-        # the level enters as log sigma_t, which spreads the levels evenly
-        h = (xt - self.shift[t]) / self.scale[t]
-        return self.net(torch.cat([h, self.log_sigma[t] / 4], dim=1))
+        return self.net(torch.cat([(xt - self.shift[t]) / self.scale[t], self.log_sigma[t] / 4], 1))
 
 
-@torch.no_grad()
-def adam_step(model, moments, k, lr, b1=0.9, b2=0.999):
-    """Step k = 1, 2, ... of Adam (Kingma & Ba 2015, Algorithm 1 with the bias corrections
-    folded into the step size, as in their section 2), written out because torch.optim
-    loads torch.compile's machinery on first use: ~2 s of a ~9 s run."""
-    for p, (m, v) in zip(model.parameters(), moments):
-        m.lerp_(p.grad, 1 - b1)  # m = b1 m + (1 - b1) g
-        v.lerp_(p.grad**2, 1 - b2)  # v = b2 v + (1 - b2) g^2
-        p.addcdiv_(m, v.sqrt() + 1e-8, value=-lr * (1 - b2**k) ** 0.5 / (1 - b1**k))
-
-
-def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
+def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    x0 = target_sample(4096).double()  # the training data's moments, for the input scaling
-    model, alpha_bar = Denoiser(x0.mean(0), x0.var(0)), schedule()[1]
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in model.parameters()]
-    losses = []
-    for k in range(1, steps + 1):
-        t = torch.randint(1, T + 1, (batch,))
-        eps = torch.randn(batch, DIM)
+    model, alpha_bar, losses = Denoiser(target_sample(4096)), schedule()[1], []
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
+    for _ in range(steps):
+        t, eps = torch.randint(1, T + 1, (BATCH,)), torch.randn(BATCH, 1)
         ab = alpha_bar[t, None]
-        xt = (ab.sqrt() * target_sample(batch) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
+        xt = (ab.sqrt() * target_sample(BATCH) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
         loss = ((model(xt, t) - eps) ** 2).mean()
-        model.zero_grad()
+        opt.zero_grad()
         loss.backward()
-        # one-cycle learning rate (Smith 2018): up for 30% of the steps, then down to 0
-        adam_step(model, moments, k, lr * min(k / (0.3 * steps), (steps - k) / (0.7 * steps)))
+        opt.step()
+        lr_schedule.step()
         losses.append(loss.item())
     return model, losses
 
 
 @torch.no_grad()
 def sample(model, n, seed=0):
-    """Algorithm 2 of Ho et al.: x_T ~ N(0, 1) down to x_0; returns (T + 1, n, DIM)."""
+    """Algorithm 2 of Ho et al. from x_T ~ N(0, 1); returns x_T, ..., x_0 as (T + 1, n, 1)."""
     beta, alpha_bar = (v.tolist() for v in schedule())
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, DIM, generator=g)
-    xs = [x]
+    xs = [torch.randn(n, 1, generator=g)]
     for t in range(T, 0, -1):
-        eps = model(x, torch.full((n,), t))
-        x = (x - beta[t] / (1 - alpha_bar[t]) ** 0.5 * eps) / (1 - beta[t]) ** 0.5
-        if t > 1:  # noise at every step but the last, variance beta~_t (Ho et al. eq. 7)
-            var = beta[t] * (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t])
-            x = x + var**0.5 * torch.randn(n, DIM, generator=g)
-        xs.append(x)
+        eps = model(xs[-1], torch.full((n,), t))
+        x = (xs[-1] - beta[t] / (1 - alpha_bar[t]) ** 0.5 * eps) / (1 - beta[t]) ** 0.5
+        var = beta[t] * (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t])  # beta~_t, Ho et al. eq. 7
+        xs.append(x + var**0.5 * torch.randn(n, 1, generator=g))
     return torch.stack(xs)
 
 
 def report(x):
-    """Target against generated, as printed lines and a dict."""
-    x = x[:, 0].numpy()
-    ref = np.sort(target_sample(len(x), torch.Generator().manual_seed(12345))[:, 0].numpy())
-    r = {"target_mean": MU, "mean": float(x.mean()), "target_std": S, "std": float(x.std()),
-         "w1": float(np.abs(np.sort(x) - ref).mean())}
-    print(f"target   mean {MU:.4f}  std {S:.4f}")
+    r = {"mean": x.mean().item(), "std": x.std().item()}
+    print(f"target    mean {MU:.4f}  std {STD:.4f}")
     print(f"generated mean {r['mean']:.4f}  std {r['std']:.4f}")
-    print(f"W1 to a fresh target sample {r['w1']:.5f}")
     return r
 
 
-def plot(losses, traj, out, show):
-    name, alpha_bar = "single_DDPM", schedule()[1].numpy()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.5)
-    ax.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps", yscale="log")
-    fig.savefig(f"{out}/{name}_loss.png", dpi=100)
-
-    t = np.arange(T, -1, -1)  # traj[i] is level t[i]
-    alpha_bar = alpha_bar[t]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(t, traj[:, :100, 0], lw=0.5, alpha=0.5)
-    a.set(title="100 samples, level by level (Algorithm 2)", xlabel="level t", ylabel="x_t",
-          xlim=(T, 0))
-    b.plot(t, traj[:, :, 0].std(1), label="generated std")
-    b.plot(t, np.sqrt(alpha_bar * S**2 + 1 - alpha_bar), "k--", label="exact std of q(x_t)")
-    b.plot(t, np.abs(traj[:, :, 0].mean(1) - np.sqrt(alpha_bar) * MU),
-           label="|generated mean - sqrt(alpha_bar_t) MU|")
-    b.set(title="statistics per level", xlabel="level t", ylabel="value", yscale="log",
-          xlim=(T, 0))
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(f"{out}/{name}_trajectory.png", dpi=100)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    grid = np.linspace(MU - 5 * S, MU + 5 * S, 200)
-    ax.hist(traj[-1, :, 0], bins=50, range=(grid[0], grid[-1]), density=True, alpha=0.6,
-            label="generated")
-    ax.plot(grid, np.exp(-0.5 * ((grid - MU) / S) ** 2) / (S * np.sqrt(2 * np.pi)), "k",
-            label="target N(1, 0.01^2)")
-    ax.set(title="generated samples against the target", xlabel="x_0", ylabel="density")
-    ax.legend()
-    fig.savefig(f"{out}/{name}_samples.png", dpi=100)
+def plot(losses, traj, path, show):
+    ab, levels = schedule()[1].flip(0).numpy(), np.arange(T, -1, -1)  # traj[i] is at levels[i]
+    std = np.sqrt(ab * STD**2 + 1 - ab)  # of q(x_t)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    a.semilogy(losses, lw=0.5)
+    a.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
+    b.plot(levels, traj[:, :50, 0], "C0", lw=0.5, alpha=0.5)
+    b.plot(levels, np.sqrt(ab)[:, None] * MU + 2 * std[:, None] * [-1, 1], "k--")
+    b.set(title="50 samples; dashed: q(x_t), 2 std", xlabel="level t", ylabel="x_t", xlim=(T, 0))
+    x = np.linspace(MU - 5 * STD, MU + 5 * STD, 201)
+    c.hist(traj[-1, :, 0], bins=x[::4], density=True, alpha=0.6, label="generated")
+    c.plot(x, np.exp(-0.5 * ((x - MU) / STD) ** 2) / np.sqrt(2 * np.pi) / STD, "k", label="target")
+    c.set(title="result against the target", xlabel="x_0", ylabel="density")
+    c.legend()
+    fig.savefig(path, dpi=90)
     if show:
         plt.show()
-    plt.close("all")
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")  # one line, exit 2
-    p.add_argument("--steps", type=int, default=STEPS, help="training iterations")
-    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs", help="folder for figures and samples")
-    p.add_argument("--show", action="store_true", help="open the figures")
-    args = p.parse_args(argv)
-    if args.steps <= 0 or args.samples <= 0:
-        p.error("--steps and --samples must be positive")
-    try:  # fail now, not after training
-        os.makedirs(args.out, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as e:
-        p.error(f"cannot write to --out {args.out}: {e.strerror}")
-    return args
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
+    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs", help="folder for the figure and the samples")
+    p.add_argument("--show", action="store_true", help="open the figure")
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples) < 1:
+        p.error("--steps and --samples must be positive")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot write to --out: {e}")
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     np.save(f"{args.out}/single_DDPM_samples.npy", traj[-1].numpy())
     r = report(traj[-1])
-    plot(losses, traj.numpy(), args.out, args.show)
+    plot(losses, traj.numpy(), f"{args.out}/single_DDPM.png", args.show)
+    print(f"wrote {args.out}/single_DDPM.png, {args.out}/single_DDPM_samples.npy")
     return r
 
 
