@@ -26,19 +26,19 @@ MU = RADIUS * torch.stack([torch.cos(torch.arange(MODES) * 2 * np.pi / MODES),
                            torch.sin(torch.arange(MODES) * 2 * np.pi / MODES)], 1)
 # time: training draws t = sigmoid(T_MEAN + T_STD n), n ~ N(0, 1)
 T_MEAN = 0.5  # mean of logit(t): more of the steps near the data, where the modes sharpen
-T_STD = 1.0  # std of logit(t)
+T_STD = 1.3  # std of logit(t)
 # model
 HIDDEN = 128  # width of the MLP's three hidden layers
 SIGMA_IN = 0.2  # the net sees x_t / sqrt((1 - t)^2 + (SIGMA_IN t)^2), modes at unit scale
 # training
-STEPS = 2000  # Adam steps
+STEPS = 1200  # Adam steps
 BATCH = 512  # (x0, x1, t) triples per step
-LR = 3e-3  # peak learning rate of the one-cycle schedule
+LR = 1e-2  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # samples to generate
 SAMPLE_STEPS = 16  # K: integration steps
 SOLVER = "heun"  # "euler" or "heun"
-KS = (1, 2, 4, 8, 16, 32)  # the K of the W1-against-K panel
+KS = (1, 2, 4, 8, 16)  # the K of the W1-against-K panel
 PATHS = 60  # sample paths drawn
 
 
@@ -108,13 +108,13 @@ def sample(model, n, seed=0, steps=SAMPLE_STEPS, solver=SOLVER):
 
 
 def w1_ratio(x, draws=10):
-    """Sliced W1 from x to fresh target samples over that between two fresh target samples."""
+    """Sliced W1 (64 directions) from x to fresh target samples, over the same between two
+    fresh target samples (the floor): about 1 for a perfect sampler."""
     g = torch.Generator().manual_seed(1234)
-    u = torch.randn(2, 64, generator=g)
-    proj = [(y @ u / u.norm(dim=0)).sort(0).values for y in target_sample(2 * draws * len(x), g).chunk(2 * draws)]
-    xs = (x @ u / u.norm(dim=0)).sort(0).values
-    w1 = np.mean([(xs - p).abs().mean().item() for p in proj[:draws]])
-    return w1 / np.mean([(a - b).abs().mean().item() for a, b in zip(proj[:draws], proj[draws:])])
+    u = torch.nn.functional.normalize(torch.randn(2, 64, generator=g), dim=0).numpy()
+    ys = [np.sort(target_sample(len(x), g).numpy() @ u, 0) for _ in range(2 * draws)]
+    w1 = np.mean([np.abs(np.sort(x.numpy() @ u, 0) - y).mean() for y in ys[:draws]])
+    return w1 / np.mean([np.abs(a - b).mean() for a, b in zip(ys[:draws], ys[draws:])])
 
 
 def sweep(model, n, seed):
