@@ -4,7 +4,10 @@ For each script in codes/ (the `_video` companions and image_ddpm excepted; new 
 are picked up automatically), run `python codes/<script>.py --out TMP --seed S` at its
 default settings for several seeds, then score the saved `<script>_samples.npy`:
 
-- time: median whole-process wall time, start to exit, in seconds.
+- time: median whole-process wall time, start to exit, in seconds, and as a multiple of
+  the floor: the median time of a process that imports torch, numpy, matplotlib and
+  imageio and takes one torch.optim step, run before each script run (so both see the
+  same machine; the multiple holds on a faster or slower one).
 - W1/floor: the 1-Wasserstein distance between the generated samples and a fresh target
   sample of the same size (in 2D: averaged over 64 fixed random directions, "sliced"),
   divided by the same distance between two fresh target samples; both are averaged over
@@ -14,12 +17,14 @@ default settings for several seeds, then score the saved `<script>_samples.npy`:
 
     python tests/benchmark.py                  # all toys, 3 seeds, prints a markdown table
     python tests/benchmark.py --write-readme   # ... and puts it into README.md
-    python tests/benchmark.py --image          # adds the image script's CPU recipe
+    python tests/benchmark.py --image          # adds the image script's CPU recipes
+                                               # (the digits need scikit-learn installed)
 
 The table between the two marker comments in README.md is this command's output.
 """
 import argparse
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -33,8 +38,17 @@ CODES = ROOT / "codes"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPIKES = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
-# the CPU recipe of image_ddpm.py, as given in the README
-IMAGE_RECIPE = ["--img-size", "16", "--batch-size", "32", "--steps", "2000"]
+RING = 2 * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1)
+# the process floor of any PyTorch training script: imports and one torch.optim step
+FLOOR = ["-c", "import torch, numpy, matplotlib.pyplot, imageio; "
+         "torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()"]
+# the CPU recipes of image_ddpm.py, as given in the README ({digits}: a folder that
+# tests/make_digits.py fills with scikit-learn's digits, so --image needs scikit-learn)
+IMAGE_RECIPES = {
+    "shapes": ["--img-size", "16", "--batch-size", "32", "--steps", "3000", "--guidance", "3"],
+    "digits": ["--data", "{digits}", "--img-size", "16", "--batch-size", "32", "--steps", "3000",
+               "--guidance", "3"],
+}
 
 
 def gaussian(mu, s):
@@ -44,6 +58,11 @@ def gaussian(mu, s):
 
 def four_spikes(n, rng):
     return SPIKES[rng.integers(4, size=n)] + 0.01 * rng.standard_normal((n, 2))
+
+
+def ring(n, rng):
+    """8 equally weighted Gaussians of std 0.1 on a circle of radius 2."""
+    return RING[rng.integers(8, size=n)] + 0.1 * rng.standard_normal((n, 2))
 
 
 def two_modes(n, rng):
@@ -69,6 +88,7 @@ TARGETS = {
     "multimodal_DDPM": (four_spikes, "spikes"),
     "elbo_diffusion": (two_modes, "two_modes"),
     "swiss_roll_DDPM": (swiss_roll, "roll"),
+    "flow_matching": (ring, "ring"),
 }
 
 
@@ -95,14 +115,18 @@ def figures(x, target, kind):
         ref = target(200000, np.random.default_rng(0))
         return {"mean err": np.abs(x.mean(0) - ref.mean(0)).max(),
                 "std err %": 100 * np.abs(x.std(0) / ref.std(0) - 1).max()}
-    if kind == "spikes":
-        nearest = ((x[:, None] - SPIKES) ** 2).sum(-1).argmin(1)
-        offset = x - SPIKES[nearest]
-        spread = [offset[nearest == k].std(0).max() if (nearest == k).sum() > 1 else np.inf
-                  for k in range(4)]
-        return {"share err": np.abs(np.bincount(nearest, minlength=4) / len(x) - 0.25).max(),
-                "spread err %": 100 * np.abs(np.array(spread) / 0.01 - 1).max(),
-                "max dist": np.linalg.norm(offset, axis=1).max()}
+    if kind in ("spikes", "ring"):
+        modes, std = (SPIKES, 0.01) if kind == "spikes" else (RING, 0.1)
+        nearest = ((x[:, None] - modes) ** 2).sum(-1).argmin(1)
+        offset = x - modes[nearest]
+        spread = [offset[nearest == m].std(0).max() if (nearest == m).sum() > 1 else np.inf
+                  for m in range(len(modes))]
+        shares = np.bincount(nearest, minlength=len(modes)) / len(x)
+        r = {"share err": np.abs(shares - 1 / len(modes)).max(),
+             "spread err %": 100 * np.abs(np.array(spread) / std - 1).max()}
+        if kind == "spikes":
+            r["max dist"] = np.linalg.norm(offset, axis=1).max()
+        return r
     if kind == "two_modes":
         right, left = x[x[:, 0] > 0, 0], x[x[:, 0] <= 0, 0]
         return {"share>0 err": abs(len(right) / len(x) - 2 / 3),
@@ -116,37 +140,55 @@ def figures(x, target, kind):
     return {}
 
 
+def timed(argv):
+    """Run `python *argv` in a fresh process; returns (wall seconds, stdout)."""
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode:
+        sys.exit(f"{' '.join(argv)} failed:\n{r.stderr[-2000:]}")
+    return wall, r.stdout
+
+
 def run(script, seed, extra=()):
-    """Run one script in a fresh process; returns (wall seconds, samples array)."""
+    """Run one script at its defaults; returns (wall seconds, samples array, stdout)."""
     with tempfile.TemporaryDirectory() as out:
-        t = time.perf_counter()
-        r = subprocess.run([sys.executable, str(CODES / f"{script}.py"), "--out", out,
-                            "--seed", str(seed), *extra], capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if r.returncode:
-            sys.exit(f"{script} --seed {seed} failed:\n{r.stderr[-2000:]}")
-        return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy")
+        wall, stdout = timed([str(CODES / f"{script}.py"), "--out", out, "--seed", str(seed),
+                              *extra])
+        return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy"), stdout
 
 
-def bench_toy(script, seeds):
+def bench_toy(script, seeds, floors):
     target, kind = TARGETS[script]
     walls, ratios, worst = [], [], {}
     for seed in range(seeds):
-        wall, x = run(script, seed)
+        floors.append(timed(FLOOR)[0])  # interleaved, so the floor sees the same machine
+        wall, x, _ = run(script, seed)
         walls.append(wall)
         ratios.append(fidelity(x, target, seed))
         for k, v in figures(x, target, kind).items():
             worst[k] = max(worst.get(k, 0), v)
     details = ", ".join(f"{k} {v:.3g}" for k, v in worst.items()) or "-"
-    return (f"| {script} | {statistics.median(walls):.1f} | {np.median(ratios):.2f} | "
-            f"{max(ratios):.2f} | {details} |")
+    wall = statistics.median(walls)
+    return (f"| {script} | {wall:.1f} | {wall / statistics.median(floors):.2f} | "
+            f"{np.median(ratios):.2f} | {max(ratios):.2f} | {details} |")
 
 
-def bench_image():
-    wall = run("image_ddpm", 0, IMAGE_RECIPE)[0]  # one run, seed 0: it takes minutes
-    steps, batch = int(IMAGE_RECIPE[5]), int(IMAGE_RECIPE[3])
-    return (f"| image_ddpm {' '.join(IMAGE_RECIPE)} (CPU) | {wall:.1f} | - | - | "
-            f"{steps * batch / wall:.0f} images/s over the whole process |")
+def bench_image(floors):
+    """The image recipes, once each (seed 0: they take minutes): time and the script's own
+    k-NN precision / recall and 1-NN label match against held-out real images."""
+    rows = []
+    with tempfile.TemporaryDirectory() as digits:
+        for name, argv in IMAGE_RECIPES.items():
+            if "{digits}" in " ".join(argv):
+                timed([str(ROOT / "tests" / "make_digits.py"), digits])
+            floors.append(timed(FLOOR)[0])
+            wall, _, stdout = run("image_ddpm", 0, [a.format(digits=digits) for a in argv])
+            scores = dict(re.findall(r"(precision|recall|label match) ([0-9.]+)", stdout))
+            details = ", ".join(f"{k} {v}" for k, v in scores.items())
+            rows.append(f"| image_ddpm {name}: `{' '.join(argv)}` | {wall:.1f} | "
+                        f"{wall / statistics.median(floors):.1f} | - | - | {details} |")
+    return rows
 
 
 def table(seeds, image, only=None):
@@ -157,13 +199,16 @@ def table(seeds, image, only=None):
                      and p.stem != "image_ddpm")
     if unknown:
         sys.exit(f"no target in TARGETS for: {', '.join(unknown)}")
-    rows = [f"| script | time (s) | W1/floor median | W1/floor worst | worst over {seeds} seeds |",
-            "|---|---|---|---|---|"]
+    rows = [f"| script | time (s) | x floor | W1/floor median | W1/floor worst | "
+            f"worst over {seeds} seeds |", "|---|---|---|---|---|---|"]
+    floors = []
     for script in toys:
-        rows.append(bench_toy(script, seeds))
+        rows.append(bench_toy(script, seeds, floors))
         print(rows[-1], file=sys.stderr)
     if image:
-        rows.append(bench_image())
+        rows += bench_image(floors)
+    rows.append(f"\nfloor: {statistics.median(floors):.2f} s, the median of {len(floors)} runs of "
+                f"`python {FLOOR[0]} \"{FLOOR[1]}\"`, interleaved with the scripts' runs.")
     return "\n".join(rows)
 
 
@@ -178,7 +223,7 @@ def write_readme(md):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per script")
-    p.add_argument("--image", action="store_true", help="add the image CPU recipe")
+    p.add_argument("--image", action="store_true", help="add the image CPU recipes")
     p.add_argument("--write-readme", action="store_true", help="put the table into README.md")
     p.add_argument("--only", nargs="+", metavar="SCRIPT", help="just these toys (no .py)")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """The benchmark's scoring: a fresh target sample scores about 1, a collapsed one worse."""
 import numpy as np
 import pytest
-from benchmark import SPIKES, TARGETS, figures, fidelity
+from benchmark import RING, SPIKES, TARGETS, figures, fidelity
 
 
 @pytest.mark.parametrize("script", sorted(TARGETS))
@@ -10,9 +10,11 @@ def test_fresh_target_scores_about_one_and_halved_spread_scores_worse(script):
     x = target(2000, np.random.default_rng(7))
     fresh = fidelity(x, target)
     assert 0.5 < fresh < 1.6
-    centre = {"spikes": np.round(x), "two_modes": np.sign(x) * 4}.get(kind, x.mean(0))
+    nearest_ring = RING[((x[:, None] - RING) ** 2).sum(-1).argmin(1)]
+    centre = {"spikes": np.round(x), "two_modes": np.sign(x) * 4,
+              "ring": nearest_ring}.get(kind, x.mean(0))
     halved = centre + (x - centre) / 2  # half the spread inside each mode
-    if kind == "spikes":
+    if kind in ("spikes", "ring"):
         # W1 between spike mixtures is ruled by the spikes' counts, not their width: the
         # spread figure is what sees the collapse
         assert fidelity(halved, target) > fresh
@@ -34,6 +36,17 @@ def test_figures_of_a_fresh_sample_are_small_and_of_a_bad_one_large():
         "share err"] == pytest.approx(0.15)
     m = figures(TARGETS["elbo_diffusion"][0](2000, rng), None, "two_modes")
     assert m["share>0 err"] < 0.04 and m["mean err"] < 0.15 and m["std err %"] < 10
+
+
+def test_ring_figures_see_a_missing_mode():
+    rng = np.random.default_rng(4)
+    ring = TARGETS["flow_matching"][0]
+    fresh = figures(ring(2000, rng), ring, "ring")
+    assert fresh["share err"] < 0.03 and fresh["spread err %"] < 10
+    x = ring(2000, rng)
+    x = x[((x[:, None] - RING) ** 2).sum(-1).argmin(1) != 0]  # mode 0 emptied
+    assert figures(x, ring, "ring")["share err"] == pytest.approx(1 / 8)
+    assert fidelity(x, ring) > 1.3
 
 
 def test_curve_distance_sees_a_blurred_roll():
