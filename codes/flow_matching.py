@@ -123,16 +123,18 @@ def plot(model, losses, traj, seed, out, show):
     fig, ax = plt.subplots(1, 3, figsize=(15, 5), layout="tight")
     ax[0].plot(losses, lw=0.5)
     ax[0].set(title="training loss", xlabel="Adam step", ylabel="CFM loss")
-    ax[1].scatter(*target_sample(len(traj[-1])).T, s=3, c="0.6", alpha=0.4)
-    ax[1].scatter(*traj[-1].T, s=3, c="C1", alpha=0.4)
     ax[1].plot(*traj[:, :60].permute(2, 0, 1), c="C0", lw=0.7, alpha=0.7)
-    ax[1].set(title="target (grey), generated (orange), 60 paths (blue)", xlabel="x1",
+    ax[1].scatter(*traj[-1].T, s=3, c="C1", alpha=0.4)
+    ax[1].scatter(*target_sample(len(traj[-1])).T, s=1, c="k", alpha=0.3)
+    ax[1].set(title="60 paths (blue), generated (orange), target (black)", xlabel="x1",
               ylabel="x2", aspect="equal", xlim=(-3.5, 3.5), ylim=(-3.5, 3.5))
     for solver, colour, evals in (("euler", "C0", 1), ("heun", "C3", 2)):  # per step
         for name, v, style in (("net", model, "o-"), ("exact", exact_velocity, "s--")):
             w1 = [w1_ratio(sample(v, len(traj[-1]), seed, k, solver)[-1]) for k in KS]
-            ax[2].loglog(np.multiply(KS, evals), w1, style, c=colour, label=f"{solver}, {name}")
-    ax[2].set(title="W1/floor against cost", xlabel="velocity evaluations", ylabel="W1/floor")
+            ax[2].plot(np.multiply(KS, evals), w1, style, c=colour, label=f"{solver}, {name}")
+    ax[2].set_xscale("log", base=2)
+    ax[2].set(title="W1/floor against cost", xlabel="velocity evaluations", ylabel="W1/floor",
+              ylim=(0.8, 5))
     ax[2].legend(fontsize=8)
     fig.savefig(f"{out}/flow_matching.png", dpi=80)
     if show:
