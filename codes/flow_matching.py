@@ -28,7 +28,7 @@ T_STD = 1.3  # std of logit(t)
 HIDDEN = 128  # width of the MLP's three hidden layers
 SIGMA_IN = 0.2  # the net sees x_t / sqrt((1 - t)^2 + (SIGMA_IN t)^2): the modes at unit size
 # training
-STEPS = 1400  # Adam steps
+STEPS = 1200  # Adam steps
 BATCH = 512  # (x0, x1, t) triples per step
 LR = 1e-2  # peak learning rate of the one-cycle schedule
 # sampling
