@@ -104,7 +104,8 @@ class Block(nn.Module):
 
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.norm1, self.norm2 = nn.GroupNorm(8, c_out), nn.GroupNorm(8, c_out)
         self.emb, self.skip = nn.Linear(EMB, c_out), nn.Conv2d(c_in, c_out, 1)
 
@@ -115,7 +116,8 @@ class Block(nn.Module):
 
 def time_embedding(t, dim=EMB):
     """Sinusoidal embedding of the step (Vaswani et al. 2017): t (n,) -> (n, dim)."""
-    angle = t[:, None] * torch.exp(-math.log(10000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    freq = torch.exp(-math.log(10000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angle = t[:, None] * freq
     return torch.cat([angle.sin(), angle.cos()], 1)
 
 
@@ -128,7 +130,8 @@ class UNet(nn.Module):
         super().__init__()
         self.time_mlp = nn.Sequential(nn.Linear(EMB, EMB), nn.SiLU(), nn.Linear(EMB, EMB))
         self.label_emb = nn.Embedding(classes + 1, EMB)  # row 0: NO_CLASS
-        self.conv_in, self.conv_out = nn.Conv2d(3, c[0], 3, padding=1), nn.Conv2d(c[0], 3, 3, padding=1)
+        self.conv_in = nn.Conv2d(3, c[0], 3, padding=1)
+        self.conv_out = nn.Conv2d(c[0], 3, 3, padding=1)
         self.downs = nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
         self.mid = Block(c[-1], c[-1])
         self.ups = nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)]) for i in reversed(range(len(c))))
@@ -144,11 +147,6 @@ class UNet(nn.Module):
         return self.conv_out(h)
 
 
-def drop_labels(c, generator):
-    """Each label replaced by NO_CLASS with probability P_UNCOND (Ho & Salimans 2022)."""
-    return torch.where(torch.rand(len(c), generator=generator) < P_UNCOND, NO_CLASS, c)
-
-
 def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_size=IMG_SIZE,
           batch=BATCH, device="cpu", out=None, state=None):
     """Fit eps_theta (Algorithm 1) on images (N, 3, S, S) with labels (N,), or on fresh shapes
@@ -162,32 +160,26 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
     model = UNet(CHANNELS, len(classes)).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    # linear warm-up over WARMUP steps, then a cosine decay to 0 at `steps`
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / WARMUP) * (1 + math.cos(math.pi * s / steps)) / 2)
+    warmup_cosine = lambda s: min(1, (s + 1) / WARMUP) * (1 + math.cos(math.pi * s / steps)) / 2
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)  # lr = LR x warmup_cosine(step)
     parts = dict(model=model, ema=ema, opt=opt, sched=sched)
     for key, part in parts.items() if state else []:
         part.load_state_dict(state[key])
     losses = list(state["losses"]) if state else []
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     alpha_bar = schedule()[1].to(device).view(-1, 1, 1, 1)  # (T + 1, 1, 1, 1), to scale images
-
-    def save():  # write, then rename: a crash never leaves half a checkpoint
-        if out:
-            config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
-            torch.save({**{k: v.state_dict() for k, v in parts.items()}, "losses": losses, "step": len(losses),
-                        "config": config, "classes": list(classes)}, f"{out}/{NAME}.tmp")
-            os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
-
     bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="training",
                unit="img", unit_scale=batch * world, disable=rank > 0)  # rate: images/s
     try:
         for step in bar:
             # this step's random numbers from (seed, step, rank) alone: a resumed run draws what
             # an uninterrupted one would (SeedSequence pads with zeros: rank 0 = one process)
-            g = torch.Generator().manual_seed(np.random.SeedSequence([seed, step, rank]).generate_state(1).item())
+            entropy = np.random.SeedSequence([seed, step, rank]).generate_state(1).item()
+            g = torch.Generator().manual_seed(entropy)
             i = None if images is None else torch.randint(len(images), (batch,), generator=g)
             x0, c = shapes(batch, img_size, g) if images is None else (images[i], labels[i])
-            t, eps, c = torch.randint(1, T + 1, (batch,), generator=g), torch.randn(x0.shape, generator=g), drop_labels(c, g)
+            t, eps = torch.randint(1, T + 1, (batch,), generator=g), torch.randn(x0.shape, generator=g)
+            c = torch.where(torch.rand(batch, generator=g) < P_UNCOND, NO_CLASS, c)  # label dropout
             x0, c, t, eps = x0.to(device), c.to(device), t.to(device), eps.to(device)
             xt = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps  # eq. 4
             with torch.autocast("cuda", torch.bfloat16, enabled=xt.is_cuda):  # bf16 on cuda only
@@ -199,8 +191,12 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
             for e, p in zip(ema.parameters(), model.parameters()):  # EMA, with a short warm-up
                 e.lerp_(p.detach(), 1 - min(EMA, (1 + step) / (10 + step)))
             losses.append(loss.item())
-    finally:  # at the end, on Ctrl-C (continue with --resume), and on a crash
-        save()
+    finally:  # at the end, on Ctrl-C (continue with --resume) and on a crash
+        if out:  # write, then rename: no crash leaves half a checkpoint
+            config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
+            torch.save({**{k: v.state_dict() for k, v in parts.items()}, "losses": losses, "config": config,
+                        "step": len(losses), "classes": list(classes)}, f"{out}/{NAME}.tmp")
+            os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
     return ema.eval(), losses
 
 
@@ -213,7 +209,8 @@ def guided_eps(model, x, t, c, guidance):
     """Classifier-free guidance (Ho & Salimans eq. 6): (1 + w) eps(x, c) - w eps(x, NO_CLASS)."""
     if not guidance:
         return model(x, t, c)
-    eps_c, eps_u = model(x.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([c, torch.full_like(c, NO_CLASS)])).chunk(2)
+    no_class = torch.full_like(c, NO_CLASS)
+    eps_c, eps_u = model(x.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([c, no_class])).chunk(2)
     return (1 + guidance) * eps_c - guidance * eps_u
 
 
@@ -252,8 +249,9 @@ def tile(x, rows=None, gap=1):
     groups = [x[rows == r] for r in rows.unique()]
     cols = max(map(len, groups))
     x = torch.cat([torch.cat([g, torch.ones(cols - len(g), *x.shape[1:])]) for g in groups])
-    x, s = F.pad(x, (0, gap, 0, gap), value=1), x.shape[-1] + gap
-    return to_uint8(x).reshape(-1, cols, s, s, 3).swapaxes(1, 2).reshape(-1, cols * s, 3)[:-gap, :-gap]
+    x, s = F.pad(x, (0, gap, 0, gap), value=1), x.shape[-1] + gap  # gap right of and below each
+    picture = to_uint8(x).reshape(-1, cols, s, s, 3).swapaxes(1, 2).reshape(-1, cols * s, 3)
+    return picture[:-gap, :-gap]
 
 
 def precision_recall(real, fake, k=K):
@@ -263,17 +261,19 @@ def precision_recall(real, fake, k=K):
     real, fake = real.flatten(1), fake.flatten(1)
     radius = lambda x: torch.cdist(x, x).kthvalue(min(k, len(x) - 1) + 1, 1).values  # 1st: itself
     d = torch.cdist(fake, real)
-    return (d <= radius(real)).any(1).float().mean().item(), (d <= radius(fake)[:, None]).any(0).float().mean().item()
+    precision, recall = (d <= radius(real)).any(1), (d <= radius(fake)[:, None]).any(0)
+    return precision.float().mean().item(), recall.float().mean().item()
 
 
 def report(x, labels, real, real_labels, classes):
     """Generated images x (n, 3, S, S) of classes labels (n,) against held-out real ones."""
-    precision, recall = precision_recall(real, x.clamp(-1, 1))
-    match = real_labels[torch.cdist(x.clamp(-1, 1).flatten(1), real.flatten(1)).argmin(1)] == labels  # 1-NN
+    x = x.clamp(-1, 1)
+    precision, recall = precision_recall(real, x)
+    match = real_labels[torch.cdist(x.flatten(1), real.flatten(1)).argmin(1)] == labels  # 1-NN
     r = dict(precision=precision, recall=recall, label_match=match.float().mean().item(),
              by_class={classes[i]: match[labels == i].float().mean().item() for i in labels.unique()})
-    print(f"generated {len(x)} images against {len(real)} held-out real ones (k = {K}): precision {precision:.3f}  "
-          f"recall {recall:.3f}  label match {r['label_match']:.3f} (" + ", ".join(f"{k} {v:.2f}" for k, v in r["by_class"].items()) + ")")
+    print(f"generated {len(x)} images against {len(real)} held-out real: precision {precision:.3f}  "
+          f"recall {recall:.3f}  label match {r['label_match']:.3f}")
     return r
 
 
@@ -283,21 +283,21 @@ def plot(losses, x, labels, real, real_labels, classes, title, out, show):
     axes[0].plot(losses, lw=0.5)
     axes[0].set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
     keep = torch.cat([(real_labels == c).nonzero()[:(labels == c).sum(), 0] for c in labels.unique()])
-    names, s = [classes[c] for c in labels.unique()] * (len(labels.unique()) > 1), x.shape[-1] + 1  # s: tile + gap
+    names = [classes[c] for c in labels.unique()] if len(labels.unique()) > 1 else []
     for ax, images, rows, text in [(axes[1], real[keep], real_labels[keep], "held-out real images"),
                                    (axes[2], x, labels, title)]:
         ax.imshow(tile(images, rows if len(names) > 1 else None))  # one class: a square grid
-        ax.set(title=text, xticks=[], yticks=s * np.arange(len(names)) + s / 2, yticklabels=names)
+        ax.set(title=text, xticks=[], yticks=(x.shape[-1] + 1) * (np.arange(len(names)) + 0.5), yticklabels=names)
     fig.savefig(f"{out}/{NAME}.png", dpi=100)
     if show:
         plt.show()
     plt.close("all")
 
 
-def pick_device(name=None):
-    """--device if given, else cuda, then mps, then cpu."""
+def pick_device():
+    """cuda, then mps, then cpu: the first one there is."""
     mps = torch.backends.mps.is_available()
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"))
+    return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
 
 
 def load_checkpoint(path, p):
@@ -308,7 +308,7 @@ def load_checkpoint(path, p):
         model = UNet(state["config"]["channels"], len(state["classes"]))
         model.load_state_dict(state["ema"])
     except Exception as e:
-        p.exit(2, f"{p.prog}: error: no usable checkpoint {path} ({e!r:.120}); run codes/{NAME}.py first\n")
+        p.exit(2, f"{p.prog}: error: no usable {path} ({e!r:.100}): run codes/{NAME}.py first\n")
     return state, model.eval()
 
 
@@ -327,7 +327,6 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--sample-only", action="store_true", help="sample from the checkpoint")
     p.add_argument("--sample-steps", type=int, help="sample by DDIM with this many steps")
-    p.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
     a = p.parse_args(argv)
     if min(a.steps, a.samples, a.batch_size, a.img_size, a.seed + 1, a.guidance + 1) < 1 \
             or a.img_size % 4 or not 0 < (a.sample_steps or T) <= T:
@@ -342,13 +341,15 @@ def parse_args(argv):
             (*shapes(HELD_OUT, a.img_size, torch.Generator().manual_seed(12345)), SHAPES)
     except (OSError, ValueError) as e:
         p.error(f"--data {a.data}: {e}")
-    held = torch.arange(len(images)) % 10 == 0 if a.data else torch.ones(len(images), dtype=torch.bool)
-    a.real, a.real_labels = images[held], labels[held]  # every 10th file is kept out of training
+    held = torch.arange(len(images)) % (10 if a.data else 1) == 0  # every 10th file, or all shapes
+    a.real, a.real_labels = images[held], labels[held]
     a.images, a.labels = (images[~held], labels[~held]) if a.data else (None, None)
-    a.state, a.model = load_checkpoint(f"{a.out}/{NAME}.pt", p) if a.resume or a.sample_only else (None, None)
-    config = a.state and [a.state["classes"], a.state["config"]["img_size"], a.state["config"]["channels"]]
-    if a.state and config != [a.classes, a.img_size, list(CHANNELS)]:
-        p.exit(2, f"{p.prog}: error: {a.out}/{NAME}.pt was trained for [classes, --img-size, channels] {config}\n")
+    a.state, a.model = (None, None)
+    if a.resume or a.sample_only:
+        a.state, a.model = load_checkpoint(f"{a.out}/{NAME}.pt", p)
+        was = [a.state["classes"], a.state["config"]["img_size"], a.state["config"]["channels"]]
+        if was != [a.classes, a.img_size, list(CHANNELS)]:
+            p.exit(2, f"{p.prog}: error: {a.out}/{NAME}.pt is for [classes, --img-size, channels] {was}\n")
     if a.label is not None and a.label not in a.classes:
         p.error(f"--label {a.label}: not one of {', '.join(a.classes)}")
     return a
@@ -356,31 +357,32 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device)
+    device = pick_device()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:  # started by torchrun: one process per GPU (or a share of the CPU)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
+        if device.type == "cuda":  # "cuda" is then this process's GPU
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         sys.stdout = open(os.devnull, "w") if rank else sys.stdout  # only rank 0 prints
-    print(f"device: {device}" + (f", DDP: {world} processes x batch {args.batch_size}" if world > 1 else ""))
+    print(f"device: {device}" + (f", DDP: {world} processes x batch {args.batch_size}" * (world > 1)))
     model, losses = (args.model.to(device), args.state["losses"]) if args.sample_only else train(
-        args.steps, args.seed, args.images, args.labels, args.classes, args.img_size, args.batch_size, device,
-        None if rank else args.out, args.state)
+        args.steps, args.seed, args.images, args.labels, args.classes, args.img_size,
+        args.batch_size, device, None if rank else args.out, args.state)
     if world > 1:  # DDP kept the weights equal on every process; rank 0 samples
         dist.destroy_process_group()
         if rank:
             return None
-    n, n_classes = args.samples, len(args.classes)  # a block of samples per class, or one class
-    labels = torch.full((n,), args.classes.index(args.label)) if args.label else torch.arange(n) * n_classes // n
-    x = sample(model, n, args.seed, args.img_size, args.sample_steps, device, labels, args.guidance)[-1]
+    n = args.samples  # in equal blocks, one per class (or all of --label's class)
+    labels = torch.arange(n) * len(args.classes) // n
+    labels = torch.full((n,), args.classes.index(args.label)) if args.label else labels
+    x = sample(model, n, args.seed, args.img_size, args.sample_steps, device, labels, args.guidance)
+    x = x[-1]
     np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(x))
     r = report(x, labels, args.real, args.real_labels, args.classes)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
     plot(losses, x, labels, args.real, args.real_labels, args.classes,
          f"generated: {sampler}, guidance w = {args.guidance:g}", args.out, args.show)
-    print(f"wrote {args.out}/{NAME}.png, {args.out}/{NAME}_samples.npy" + ("" if args.sample_only else f", {args.out}/{NAME}.pt"))
+    print(f"wrote {args.out}/{NAME}.png, {args.out}/{NAME}_samples.npy, {args.out}/{NAME}.pt")
     return r
 
 
