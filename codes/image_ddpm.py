@@ -1,16 +1,14 @@
 """Class-conditional DDPM on images: a small UNet eps_theta(x_t, t, c) learns to remove noise
 from coloured shapes (or any image folder), and classifier-free guidance steers it to a class.
-
 Train (Ho et al. 2020, Algorithm 1): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
-(eq. 4), loss |eps - eps_theta(x_t, t, c)|^2, with the label c dropped to "no class" 10% of
-the time (Ho & Salimans 2022). Sample from x_T ~ N(0, I) by T ancestral steps (Algorithm 2)
-or K DDIM steps (Song et al. 2021, eq. 12) with the guided eps (Ho & Salimans eq. 6):
-    eps = (1 + w) eps_theta(x_t, t, c) - w eps_theta(x_t, t, no class)   (w = --guidance)
-Report: k-NN precision and recall (Kynkaanniemi et al. 2019) against held-out real images,
-and the share of samples whose nearest held-out image has the class asked for.
-Run: python codes/image_ddpm.py --img-size 16 --batch-size 32 --steps 3000 --guidance 3
-     (--data DIR: one subfolder per class; torchrun --nproc_per_node=K for DDP)
-Writes: outputs/image_ddpm.png, image_ddpm_samples.npy, checkpoint image_ddpm.pt (--resume)
+(eq. 4), loss |eps - eps_theta(x_t, t, c)|^2, the label c dropped to "no class" 10% of the
+time (Ho & Salimans 2022). Sample from x_T ~ N(0, I) by T ancestral steps (Algorithm 2) or K
+DDIM steps (Song et al. 2021, eq. 12) with eps = (1 + w) eps_theta(x_t, t, c) - w eps_theta(x_t,
+t, no class) (Ho & Salimans eq. 6, w = --guidance). Report: k-NN precision and recall (k = 3,
+Kynkaanniemi et al. 2019) and the share of samples whose nearest real image has their class,
+against held-out real images.   Run (CPU; --data DIR: a subfolder per class; torchrun for DDP):
+    python codes/image_ddpm.py --img-size 16 --batch-size 32 --steps 3000 --guidance 3
+Writes: outputs/image_ddpm.png, image_ddpm_samples.npy, the checkpoint image_ddpm.pt (--resume)
 """
 import argparse
 import copy
