@@ -277,14 +277,16 @@ def report(x, labels, real, real_labels, classes):
 
 def plot(losses, x, labels, real, real_labels, classes, title, out, show):
     """The loss, held-out real images and generated ones x, a row per class."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5), layout="constrained", width_ratios=[2, 3, 3])
+    keep = torch.cat([(real_labels == c).nonzero()[:(labels == c).sum(), 0] for c in labels.unique()])
+    names = [classes[c] for c in labels.unique()] if len(labels.unique()) > 1 else []  # row labels
+    grids = [tile(real[keep], real_labels[keep] if names else None), tile(x, labels if names else None)]
+    wide = grids[1].shape[1] > 2 * grids[1].shape[0]  # long rows: the panels one above the other
+    fig, axes = plt.subplots(*(3, 1) if wide else (1, 3), figsize=(12, 6.5) if wide else (15, 5),
+                             layout="constrained", height_ratios=[2, 3, 3] if wide else None)
     axes[0].plot(losses, lw=0.5)
     axes[0].set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
-    keep = torch.cat([(real_labels == c).nonzero()[:(labels == c).sum(), 0] for c in labels.unique()])
-    names = [classes[c] for c in labels.unique()] if len(labels.unique()) > 1 else []
-    for ax, images, rows, text in [(axes[1], real[keep], real_labels[keep], "held-out real images"),
-                                   (axes[2], x, labels, title)]:
-        ax.imshow(tile(images, rows if len(names) > 1 else None))  # one class: a square grid
+    for ax, grid, text in zip(axes[1:], grids, ["held-out real images", title]):
+        ax.imshow(grid)
         ax.set(title=text, xticks=[], yticks=(x.shape[-1] + 1) * (np.arange(len(names)) + 0.5), yticklabels=names)
     fig.savefig(f"{out}/{NAME}.png", dpi=100)
     if show:

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import image_ddpm as ddpm  # noqa: E402
 
-FRAMES = 40  # levels shown
+FRAMES = 30  # levels shown
 HOLD = 12  # extra copies of the last frame, so the result stays a moment
 FPS = 12
 PER_CLASS = 6  # images in each row of the grid
@@ -31,17 +31,17 @@ def frame_levels(levels, frames=FRAMES):
     return np.unique((levels * np.linspace(0, 1, frames) ** 0.5).round().astype(int))
 
 
-def render(traj, ts, rows, title):
-    """One RGB frame per chosen level, the grid drawn on fixed axes."""
+def render(traj, ts, rows, names, title):
+    """One RGB frame per chosen level, the grid drawn on fixed axes, a row per name."""
     first = ddpm.tile(traj[0], rows)
-    fig, ax = plt.subplots(figsize=(0.6 + 3 * first.shape[1] / first.shape[0], 3.5))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88)
-    ax.axis("off")
+    fig, ax = plt.subplots(figsize=(1 + 2.6 * first.shape[1] / first.shape[0], 3))
+    fig.subplots_adjust(left=0.15 * 3 / fig.get_figwidth(), right=0.98, bottom=0.02, top=0.86)
+    ax.set(xticks=[], yticks=(traj.shape[-1] + 1) * (np.arange(len(names)) + 0.5), yticklabels=names)
     picture = ax.imshow(first)
     frames = []
     for i in frame_levels(len(traj) - 1):
         picture.set_data(ddpm.tile(traj[i], rows))
-        ax.set_title(f"{title}\nx_t at t = {ts[i]}", fontsize=9)
+        ax.set_title(f"{title}\nx_t at t = {ts[i]}", fontsize=8)
         fig.canvas.draw()
         frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     return frames + [frames[-1]] * HOLD
@@ -75,8 +75,8 @@ def main(argv=None):
     traj = ddpm.sample(model.to(device), len(labels), args.seed, state["config"]["img_size"],
                        args.sample_steps, device, labels, args.guidance)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {ddpm.T} steps"
-    frames = render(traj, ddpm.timesteps(args.sample_steps).tolist(), labels,
-                    f"{', '.join(classes[i] for i in picked)}: {sampler}, guidance w = {args.guidance:g}")
+    frames = render(traj, ddpm.timesteps(args.sample_steps).tolist(), labels, [classes[i] for i in picked],
+                    f"{sampler}, guidance w = {args.guidance:g}")
     gif = f"{args.out}/{ddpm.NAME}.gif"
     iio.imwrite(gif, np.stack(frames), duration=1000 / FPS, loop=0)
     print(f"wrote {gif}: {len(frames)} frames, {os.path.getsize(gif) / 1e6:.2f} MB")
