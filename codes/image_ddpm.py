@@ -44,6 +44,7 @@ LR = 2e-3  # peak learning rate
 WARMUP = 100  # steps of linear warm-up, then a cosine decay to 0
 EMA = 0.995  # decay of the weight average used for sampling
 P_UNCOND = 0.1  # share of labels dropped to NO_CLASS
+SAVE_EVERY = 1000  # steps between checkpoints (also written at the end and on Ctrl-C)
 # sampling and report
 SAMPLES = 64  # images generated
 GUIDANCE = 0.0  # classifier-free guidance weight w
@@ -148,8 +149,9 @@ class UNet(nn.Module):
 def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_size=IMG_SIZE,
           batch=BATCH, device="cpu", out=None, state=None):
     """Fit eps_theta (Algorithm 1) on images (N, 3, S, S) with labels (N,), or on fresh shapes
-    (images None); returns (EMA model, losses). out: folder for the checkpoint (written at the
-    end, on Ctrl-C and on a crash); state: a checkpoint to continue from, up to `steps`.
+    (images None); returns (EMA model, losses). out: folder for the checkpoint (written every
+    SAVE_EVERY steps, at the end, on Ctrl-C and on a crash); state: a checkpoint to continue
+    from, up to `steps`.
     Under torchrun, DDP averages the gradients of all processes, each on its share of images."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if images is not None:  # under DDP, each process draws from its own share of the images
@@ -166,6 +168,15 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
     losses = list(state["losses"]) if state else []
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     alpha_bar = schedule()[1].to(device).view(-1, 1, 1, 1)  # (T + 1, 1, 1, 1), to scale images
+
+    def save():  # to out (if any): write, then rename, so no crash leaves half a checkpoint
+        if out:
+            config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
+            torch.save({**{k: v.state_dict() for k, v in parts.items()}, "losses": losses,
+                        "config": config, "step": len(losses), "classes": list(classes)},
+                       f"{out}/{NAME}.tmp")
+            os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
+
     bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="training",
                unit="img", unit_scale=batch * world, disable=rank > 0)  # rate: images/s
     try:
@@ -189,12 +200,10 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
             for e, p in zip(ema.parameters(), model.parameters()):  # EMA, with a short warm-up
                 e.lerp_(p.detach(), 1 - min(EMA, (1 + step) / (10 + step)))
             losses.append(loss.item())
+            if len(losses) % SAVE_EVERY == 0:  # a hard kill loses at most SAVE_EVERY steps
+                save()
     finally:  # at the end, on Ctrl-C (continue with --resume) and on a crash
-        if out:  # write, then rename: no crash leaves half a checkpoint
-            config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
-            torch.save({**{k: v.state_dict() for k, v in parts.items()}, "losses": losses, "config": config,
-                        "step": len(losses), "classes": list(classes)}, f"{out}/{NAME}.tmp")
-            os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
+        save()
     return ema.eval(), losses
 
 
@@ -312,51 +321,43 @@ def load_checkpoint(path, p):
     return state, model.eval()
 
 
-def parse_args(argv):
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=STEPS, help="training iterations (in all)")
+    p.add_argument("--steps", type=int, default=STEPS, help="training iterations, in all")
     p.add_argument("--samples", type=int, default=SAMPLES, help="images to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs", help="folder for figure, samples, checkpoint")
     p.add_argument("--show", action="store_true", help="open the figure")
-    p.add_argument("--data", help="train on the images in this folder (a subfolder per class)")
+    p.add_argument("--data", help="image folder, a subfolder per class (default: shapes)")
     p.add_argument("--img-size", type=int, default=IMG_SIZE, help="a multiple of 4")
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance weight w >= 0")
-    p.add_argument("--label", help="generate this class only (default: a grid row per class)")
+    p.add_argument("--label", help="this class only (default: a grid row per class)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--sample-only", action="store_true", help="sample from the checkpoint")
     p.add_argument("--sample-steps", type=int, help="sample by DDIM with this many steps")
-    a = p.parse_args(argv)
-    if min(a.steps, a.samples, a.batch_size, a.img_size, a.seed + 1, a.guidance + 1) < 1 \
-            or a.img_size % 4 or not 0 < (a.sample_steps or T) <= T:
+    args = p.parse_args(argv)
+    if min(args.steps, args.samples, args.batch_size, args.img_size, args.seed + 1) < 1 \
+            or args.guidance < 0 or args.img_size % 4 or not 0 < (args.sample_steps or T) <= T:
         p.error(f"--steps, --samples, --batch-size must be positive, --img-size a multiple of 4, "
                 f"--sample-steps in 1..{T}, --seed and --guidance >= 0")
     try:  # fail now, not after training
-        os.makedirs(a.out, exist_ok=True)
-    except OSError as e:
-        p.error(f"cannot write to --out {a.out}: {e.strerror}")
-    try:
-        images, labels, a.classes = load_folder(a.data, a.img_size) if a.data else \
-            (*shapes(HELD_OUT, a.img_size, torch.Generator().manual_seed(12345)), SHAPES)
+        os.makedirs(args.out, exist_ok=True)
+        images, labels, classes = load_folder(args.data, args.img_size) if args.data else \
+            (*shapes(HELD_OUT, args.img_size, torch.Generator().manual_seed(12345)), SHAPES)
     except (OSError, ValueError) as e:
-        p.error(f"--data {a.data}: {e}")
-    held = torch.arange(len(images)) % (10 if a.data else 1) == 0  # every 10th file, or all shapes
-    a.real, a.real_labels = images[held], labels[held]
-    a.images, a.labels = (images[~held], labels[~held]) if a.data else (None, None)
-    a.state, a.model = (None, None)
-    if a.resume or a.sample_only:
-        a.state, a.model = load_checkpoint(f"{a.out}/{NAME}.pt", p)
-        was = [a.state["classes"], a.state["config"]["img_size"], a.state["config"]["channels"]]
-        if was != [a.classes, a.img_size, list(CHANNELS)]:
-            p.exit(2, f"{p.prog}: error: {a.out}/{NAME}.pt is for [classes, --img-size, channels] {was}\n")
-    if a.label is not None and a.label not in a.classes:
-        p.error(f"--label {a.label}: not one of {', '.join(a.classes)}")
-    return a
-
-
-def main(argv=None):
-    args = parse_args(argv)
+        p.error(f"--data {args.data}, --out {args.out}: {e}")
+    held = torch.arange(len(images)) % (10 if args.data else 1) == 0  # every 10th file, or all
+    real, real_labels = images[held], labels[held]
+    images, labels = (images[~held], labels[~held]) if args.data else (None, None)
+    path, state, model = f"{args.out}/{NAME}.pt", None, None
+    if args.resume or args.sample_only:
+        state, model = load_checkpoint(path, p)
+        was = [state["classes"], state["config"]["img_size"], state["config"]["channels"]]
+        if was != [classes, args.img_size, list(CHANNELS)]:
+            p.exit(2, f"{p.prog}: error: {path} is for [classes, --img-size, channels] {was}\n")
+    if args.label is not None and args.label not in classes:
+        p.error(f"--label {args.label}: not one of {', '.join(classes)}")
     device = pick_device()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:  # started by torchrun: one process per GPU (or a share of the CPU)
@@ -364,25 +365,24 @@ def main(argv=None):
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         sys.stdout = open(os.devnull, "w") if rank else sys.stdout  # only rank 0 prints
-    print(f"device: {device}" + (f", DDP: {world} processes x batch {args.batch_size}" * (world > 1)))
-    model, losses = (args.model.to(device), args.state["losses"]) if args.sample_only else train(
-        args.steps, args.seed, args.images, args.labels, args.classes, args.img_size,
-        args.batch_size, device, None if rank else args.out, args.state)
+    print(f"device: {device}" + f", DDP: {world} processes x batch {args.batch_size}" * (world > 1))
+    model, losses = (model.to(device), state["losses"]) if args.sample_only else train(
+        args.steps, args.seed, images, labels, classes, args.img_size, args.batch_size, device,
+        None if rank else args.out, state)
     if world > 1:  # DDP kept the weights equal on every process; rank 0 samples
         dist.destroy_process_group()
         if rank:
             return None
-    n = args.samples  # in equal blocks, one per class (or all of --label's class)
-    labels = torch.arange(n) * len(args.classes) // n
-    labels = torch.full((n,), args.classes.index(args.label)) if args.label else labels
-    x = sample(model, n, args.seed, args.img_size, args.sample_steps, device, labels, args.guidance)
-    x = x[-1]
+    blocks = torch.arange(args.samples) * len(classes) // args.samples  # equal blocks, a class each
+    labels = torch.full_like(blocks, classes.index(args.label)) if args.label else blocks
+    x = sample(model, len(labels), args.seed, args.img_size, args.sample_steps, device, labels,
+               args.guidance)[-1]
     np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(x))
-    r = report(x, labels, args.real, args.real_labels, args.classes)
+    r = report(x, labels, real, real_labels, classes)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
-    plot(losses, x, labels, args.real, args.real_labels, args.classes,
+    plot(losses, x, labels, real, real_labels, classes,
          f"generated: {sampler}, guidance w = {args.guidance:g}", args.out, args.show)
-    print(f"wrote {args.out}/{NAME}.png, {args.out}/{NAME}_samples.npy, {args.out}/{NAME}.pt")
+    print(f"wrote {args.out}/{NAME}.png, {args.out}/{NAME}_samples.npy, {path}")
     return r
 
 

@@ -289,3 +289,16 @@ def test_resume_with_another_size_or_data_set_is_one_line_and_exit_2(flags, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len([line for line in err if "error" in line]) == 1, err
     assert "image_ddpm.pt is for [classes, --img-size, channels]" in err[-1], err
+
+
+def test_long_training_saves_its_checkpoint_every_save_every_steps(tmp_path, monkeypatch):
+    saved, replace = [], m.os.replace
+
+    def spy(src, dst):  # the step of each checkpoint as it is renamed into place
+        saved.append(torch.load(src, weights_only=True)["step"])
+        replace(src, dst)
+
+    monkeypatch.setattr(m, "SAVE_EVERY", 2)
+    monkeypatch.setattr(m.os, "replace", spy)
+    m.train(5, img_size=8, batch=2, out=str(tmp_path))
+    assert saved == [2, 4, 5]  # so a hard kill loses at most SAVE_EVERY steps
