@@ -113,13 +113,6 @@ class Block(nn.Module):
         return F.silu(self.norm2(self.conv2(h))) + self.skip(x)
 
 
-def time_embedding(t, dim=EMB):
-    """Sinusoidal embedding of the step (Vaswani et al. 2017): t (n,) -> (n, dim)."""
-    freq = torch.exp(-math.log(10000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
-    angle = t[:, None] * freq
-    return torch.cat([angle.sin(), angle.cos()], 1)
-
-
 class UNet(nn.Module):
     """eps_theta(x_t, t, c): x_t (n, 3, S, S), steps t (n,) in 1..T and labels c (n,) in
     0..classes-1 or NO_CLASS -> eps (n, 3, S, S). Down blocks halve the image, up blocks
@@ -129,14 +122,15 @@ class UNet(nn.Module):
         super().__init__()
         self.time_mlp = nn.Sequential(nn.Linear(EMB, EMB), nn.SiLU(), nn.Linear(EMB, EMB))
         self.label_emb = nn.Embedding(classes + 1, EMB)  # row 0: NO_CLASS
-        self.conv_in = nn.Conv2d(3, c[0], 3, padding=1)
-        self.conv_out = nn.Conv2d(c[0], 3, 3, padding=1)
+        self.conv_in, self.conv_out = nn.Conv2d(3, c[0], 3, padding=1), nn.Conv2d(c[0], 3, 3, padding=1)
         self.downs = nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
         self.mid = Block(c[-1], c[-1])
         self.ups = nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)]) for i in reversed(range(len(c))))
 
     def forward(self, x, t, c):
-        emb = self.time_mlp(time_embedding(t)) + self.label_emb(c - NO_CLASS)
+        freq = torch.exp(-math.log(10000) * torch.arange(EMB // 2, device=t.device) / (EMB // 2))
+        angle = t[:, None] * freq  # the step's sinusoidal embedding (Vaswani et al. 2017)
+        emb = self.time_mlp(torch.cat([angle.sin(), angle.cos()], 1)) + self.label_emb(c - NO_CLASS)
         skips = [self.downs[0](self.conv_in(x), emb)]
         for down in self.downs[1:]:  # each on the halved output of the one before
             skips.append(down(F.avg_pool2d(skips[-1], 2), emb))
@@ -296,7 +290,8 @@ def plot(losses, x, labels, real, real_labels, classes, title, out, show):
     axes[0].set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
     for ax, grid, text in zip(axes[1:], grids, ["held-out real images", title]):
         ax.imshow(grid)
-        ax.set(title=text, xticks=[], yticks=(x.shape[-1] + 1) * (np.arange(len(names)) + 0.5), yticklabels=names)
+        ax.set(title=text, xticks=[], yticks=(x.shape[-1] + 1) * (np.arange(len(names)) + 0.5),
+               yticklabels=names)
     fig.savefig(f"{out}/{NAME}.png", dpi=100)
     if show:
         plt.show()
