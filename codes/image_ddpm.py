@@ -122,7 +122,8 @@ class UNet(nn.Module):
         super().__init__()
         self.time_mlp = nn.Sequential(nn.Linear(EMB, EMB), nn.SiLU(), nn.Linear(EMB, EMB))
         self.label_emb = nn.Embedding(classes + 1, EMB)  # row 0: NO_CLASS
-        self.conv_in, self.conv_out = nn.Conv2d(3, c[0], 3, padding=1), nn.Conv2d(c[0], 3, 3, padding=1)
+        self.conv_in = nn.Conv2d(3, c[0], 3, padding=1)
+        self.conv_out = nn.Conv2d(c[0], 3, 3, padding=1)
         self.downs = nn.ModuleList(Block(c[max(i - 1, 0)], c[i]) for i in range(len(c)))
         self.mid = Block(c[-1], c[-1])
         self.ups = nn.ModuleList(Block(2 * c[i], c[max(i - 1, 0)]) for i in reversed(range(len(c))))
