@@ -25,7 +25,7 @@ T = 200  # levels
 BETA_START = 1e-5  # lower end of the sigmoid ramp of betas
 BETA_END = 0.1  # upper end
 # model
-HIDDEN = 128  # width of the three conditional linear layers
+HIDDEN = 64  # width of the three conditional linear layers
 FREQS = 16  # sin/cos frequencies of t / T fed to gamma(t)
 # training
 STEPS = 5000  # Adam steps
