@@ -73,8 +73,7 @@ def train(steps=STEPS, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
     for _ in range(steps):
-        sigma = karras_sigma(torch.rand(BATCH, 1))
-        eps = torch.randn(BATCH, DIM)
+        sigma, eps = karras_sigma(torch.rand(BATCH, 1)), torch.randn(BATCH, DIM)  # level, noise
         loss = ((model(target_sample(BATCH) + sigma * eps, sigma) - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -96,19 +95,18 @@ def sample(model, n, seed=0):
 
 def report(x):
     """Target against generated, printed and as a dict; x: (n, DIM)."""
-    r = {"mean": x.mean().item(), "std": x.std().item()}
     print(f"target    mean {MU:.4f}  std {STD:.4f}")
-    print(f"generated mean {r['mean']:.4f}  std {r['std']:.4f}")
-    return r
+    print(f"generated mean {x.mean():.4f}  std {x.std():.4f}")
+    return {"mean": x.mean().item(), "std": x.std().item()}
 
 
 def plot(losses, traj, path, show=False):
     """Loss, the walk down the ladder, the result against the target; traj: numpy array."""
-    scale = np.sqrt(1 + noise_ladder().numpy() ** 2)[:, None]  # unit size at every level
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     a.plot(losses, lw=0.5)
     a.set(title="training loss", xlabel="step", ylabel="MSE on eps", yscale="log")
-    b.plot(traj[:, :100, 0] / scale, lw=0.5, alpha=0.6)
+    # each walk drawn at unit size on every level, like the net's input
+    b.plot(traj[:, :100, 0] / np.sqrt(1 + noise_ladder().numpy() ** 2)[:, None], lw=0.5, alpha=0.6)
     b.axhline(MU, c="k", ls="--", lw=1)
     b.set(title="100 walks down the ladder (dashed: target mean)", xlabel="level i",
           ylabel="x / sqrt(1 + sigma_i^2)", ylim=(-4, 4))

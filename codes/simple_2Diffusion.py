@@ -73,8 +73,7 @@ def train(steps=STEPS, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
     for _ in range(steps):
-        sigma = karras_sigma(torch.rand(BATCH, 1))
-        eps = torch.randn(BATCH, DIM)
+        sigma, eps = karras_sigma(torch.rand(BATCH, 1)), torch.randn(BATCH, DIM)  # level, noise
         loss = ((model(target_sample(BATCH) + sigma * eps, sigma) - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -96,10 +95,9 @@ def sample(model, n, seed=0):
 
 def report(x):
     """Target against generated, printed and as a dict; x: (n, DIM)."""
-    r = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist()}
     print(f"target    mean ({MU[0]:.4f}, {MU[1]:.4f})  std ({STD:.4f}, {STD:.4f})")
-    print("generated mean ({:.4f}, {:.4f})  std ({:.4f}, {:.4f})".format(*r["mean"], *r["std"]))
-    return r
+    print("generated mean ({:.4f}, {:.4f})  std ({:.4f}, {:.4f})".format(*x.mean(0), *x.std(0)))
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist()}
 
 
 def plot(losses, traj, path, show=False):

@@ -48,9 +48,8 @@ def target_sample(n, generator=None):
 
 def noise_ladder():
     """sigma_0 = SIGMA_MAX > ... > sigma_{LEVELS-1} = SIGMA_MIN, then 0 (Karras et al. eq. 5)."""
-    t = torch.linspace(0, 1, LEVELS)
-    sigma = (SIGMA_MAX ** (1 / RHO) + t * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
-    return torch.cat([sigma, torch.zeros(1)])
+    hi, lo = SIGMA_MAX ** (1 / RHO), SIGMA_MIN ** (1 / RHO)
+    return torch.cat([(hi + torch.linspace(0, 1, LEVELS) * (lo - hi)) ** RHO, torch.zeros(1)])
 
 
 class Denoiser(nn.Sequential):
