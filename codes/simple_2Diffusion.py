@@ -115,7 +115,6 @@ def plot(losses, traj, path, show=False):
     b.legend(loc="lower right", fontsize=8)
     c.scatter(*target.T, s=3, alpha=0.4, c="k", label="target")
     c.scatter(*traj[-1].T, s=3, alpha=0.4, c="C1", label=f"generated, {traj.shape[1]} samples")
-    c.add_patch(plt.Circle((m1, m2), 2 * STD, fill=False, ls="--", label="target 2 std"))
     c.set(title="result against the target", xlabel="x1", ylabel="x2", aspect="equal",
           xlim=(m1 - 5 * STD, m1 + 5 * STD), ylim=(m2 - 5 * STD, m2 + 5 * STD))
     c.legend(loc="upper right", fontsize=8)
@@ -142,10 +141,9 @@ def main(argv=None):
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     r = report(traj[-1])
-    png, npy = (os.path.join(args.out, f"simple_2Diffusion{f}") for f in (".png", "_samples.npy"))
-    np.save(npy, traj[-1].numpy())
-    plot(losses, traj.numpy(), png, args.show)
-    print(f"wrote {png}, {npy}")
+    np.save(f"{args.out}/simple_2Diffusion_samples.npy", traj[-1].numpy())
+    plot(losses, traj.numpy(), f"{args.out}/simple_2Diffusion.png", args.show)
+    print(f"wrote {args.out}/simple_2Diffusion.png, {args.out}/simple_2Diffusion_samples.npy")
     return r
 
 
