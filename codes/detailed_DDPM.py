@@ -67,13 +67,12 @@ class Denoiser(nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, alpha_bar, losses = Denoiser(target_sample(4096)), schedule()[1], []
+    model, ab, losses = Denoiser(target_sample(4096)), schedule()[1][:, None], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
     for _ in range(steps):
         t, eps = torch.randint(1, T + 1, (BATCH,)), torch.randn(BATCH, 1)
-        ab = alpha_bar[t, None]
-        xt = (ab.sqrt() * target_sample(BATCH) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
+        xt = (ab[t].sqrt() * target_sample(BATCH) + (1 - ab[t]).sqrt() * eps).float()  # Ho eq. 4
         loss = ((model(xt, t) - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -131,9 +130,8 @@ def plot(losses, traj, path, show):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
-    p.add_argument("--seed", type=int, default=0)
+    for flag, default in (("--steps", STEPS), ("--samples", SAMPLES), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
     p.add_argument("--out", default="outputs", help="folder for the figure and the samples")
     p.add_argument("--show", action="store_true", help="open the figure")
     args = p.parse_args(argv)
