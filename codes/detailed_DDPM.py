@@ -33,7 +33,7 @@ BATCH = 1024  # (x_0, t, eps) draws per step
 LR = 5e-3  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # samples to generate
-PDF_LEVELS = (800, 650, 550, 450, 300, 0)  # levels whose pdfs are drawn and printed
+PDF_LEVELS = [800, 650, 550, 450, 300, 0]  # levels whose pdfs are drawn and printed
 
 
 def target_sample(n, g=None):
@@ -113,12 +113,11 @@ def plot(losses, traj, path, show):
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), layout="constrained")
     axes[0, 0].semilogy(losses, lw=0.5)
     axes[0, 0].set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
-    levels = np.arange(T, -1, -1)  # traj[i] is at levels[i]
+    # traj[i] is at levels[i]; z is x_t in stds of q(x_t) from its mean
+    levels, z = np.arange(T, -1, -1), np.linspace(-4, 4, 161)
     axes[0, 1].semilogy(levels, traj[:, :, 0].std(1), levels, marginal(levels)[1], "k--")
     axes[0, 1].set(title="std of x_t (dashed: q(x_t))", xlabel="level t", ylabel="std", xlim=(T, 0))
-    z = np.linspace(-4, 4, 161)  # x_t in stds of q(x_t) from its mean
-    for ax, t in zip(axes.flat[2:], PDF_LEVELS):
-        mean, std = marginal(t)
+    for ax, t, mean, std in zip(axes.flat[2:], PDF_LEVELS, *marginal(PDF_LEVELS)):
         ax.hist(traj[T - t, :, 0], mean + std * z[::4], density=True, alpha=0.6, label="reverse")
         ax.plot(mean + std * z, np.exp(-z**2 / 2) / np.sqrt(2 * np.pi) / std, "k", label="exact")
         ax.set(title=f"t = {t}" if t else "t = 0: result vs target", xlabel="x_t", ylabel="pdf")
