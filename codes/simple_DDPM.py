@@ -70,14 +70,14 @@ class Denoisers(nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al. at all T levels at once; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, alpha_bar, t = Denoisers(target_sample(4096)), schedule()[1], torch.arange(1, T + 1)
+    model, ab, losses = Denoisers(target_sample(4096)), schedule()[1][1:, None, None], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
-    ab, losses = alpha_bar[1:, None, None], []
     for _ in range(steps):
         x0, eps = target_sample(T * BATCH).view(T, BATCH, 1), torch.randn(T, BATCH, 1)
         xt = (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).float()  # Ho et al. eq. 4
-        loss = ((model(xt, t) - eps) ** 2).mean((1, 2)).sum()  # the sum of the T nets' losses
+        # every level t = 1..T with its own net; the loss is the sum of the T nets' losses
+        loss = ((model(xt, torch.arange(1, T + 1)) - eps) ** 2).mean((1, 2)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
