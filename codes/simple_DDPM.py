@@ -107,11 +107,12 @@ def report(x):
 
 
 def plot(losses, traj, path, show):
+    # alpha_bar_t for the band of q(x_t), and a grid for the target's pdf
     ab, x = schedule()[1].numpy()[:, None], np.linspace(MU - 5 * STD, MU + 5 * STD, 201)
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     a.semilogy(losses, lw=0.5)
     a.set(title="training loss, mean over the T nets", xlabel="step", ylabel="MSE on eps")
-    b.plot(traj[::-1, :50, 0], "C0", lw=0.5, alpha=0.5)  # traj[i] is at level T - i
+    b.plot(traj[::-1, :50, 0], "C0", lw=0.5, alpha=0.5)  # traj[::-1][t] is x_t
     b.plot(np.sqrt(ab) * MU + 2 * np.sqrt(ab * STD**2 + 1 - ab) * [-1, 1], "k--")  # q(x_t)
     b.set(title="50 samples; dashed: q(x_t), 2 std", xlabel="level t", ylabel="x_t", xlim=(T, 0))
     c.hist(traj[-1, :, 0], bins=x[::4], density=True, alpha=0.6, label="generated")
