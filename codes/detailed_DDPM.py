@@ -33,7 +33,7 @@ BATCH = 1024  # (x_0, t, eps) draws per step
 LR = 5e-3  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # samples to generate
-PDF_LEVELS = (800, 650, 550, 450, 300, 0)  # levels whose pdfs are drawn and printed
+PDF_LEVELS = [800, 650, 550, 450, 300, 0]  # levels whose pdfs are drawn and printed
 
 
 def target_sample(n, g=None):
@@ -67,13 +67,12 @@ class Denoiser(nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, alpha_bar, losses = Denoiser(target_sample(4096)), schedule()[1], []
+    model, ab, losses = Denoiser(target_sample(4096)), schedule()[1][:, None], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
     for _ in range(steps):
         t, eps = torch.randint(1, T + 1, (BATCH,)), torch.randn(BATCH, 1)
-        ab = alpha_bar[t, None]
-        xt = (ab.sqrt() * target_sample(BATCH) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
+        xt = (ab[t].sqrt() * target_sample(BATCH) + (1 - ab[t]).sqrt() * eps).float()  # Ho eq. 4
         loss = ((model(xt, t) - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -114,12 +113,11 @@ def plot(losses, traj, path, show):
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), layout="constrained")
     axes[0, 0].semilogy(losses, lw=0.5)
     axes[0, 0].set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
-    levels = np.arange(T, -1, -1)  # traj[i] is at levels[i]
+    # traj[i] is at levels[i]; z is x_t in stds of q(x_t) from its mean
+    levels, z = np.arange(T, -1, -1), np.linspace(-4, 4, 161)
     axes[0, 1].semilogy(levels, traj[:, :, 0].std(1), levels, marginal(levels)[1], "k--")
     axes[0, 1].set(title="std of x_t (dashed: q(x_t))", xlabel="level t", ylabel="std", xlim=(T, 0))
-    z = np.linspace(-4, 4, 161)  # x_t in stds of q(x_t) from its mean
-    for ax, t in zip(axes.flat[2:], PDF_LEVELS):
-        mean, std = marginal(t)
+    for ax, t, mean, std in zip(axes.flat[2:], PDF_LEVELS, *marginal(PDF_LEVELS)):
         ax.hist(traj[T - t, :, 0], mean + std * z[::4], density=True, alpha=0.6, label="reverse")
         ax.plot(mean + std * z, np.exp(-z**2 / 2) / np.sqrt(2 * np.pi) / std, "k", label="exact")
         ax.set(title=f"t = {t}" if t else "t = 0: result vs target", xlabel="x_t", ylabel="pdf")
@@ -131,9 +129,8 @@ def plot(losses, traj, path, show):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
-    p.add_argument("--seed", type=int, default=0)
+    for flag, default in (("--steps", STEPS), ("--samples", SAMPLES), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
     p.add_argument("--out", default="outputs", help="folder for the figure and the samples")
     p.add_argument("--show", action="store_true", help="open the figure")
     args = p.parse_args(argv)

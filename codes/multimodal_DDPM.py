@@ -132,9 +132,8 @@ def plot(losses, traj, path, show):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
-    p.add_argument("--seed", type=int, default=0)
+    for flag, default in (("--steps", STEPS), ("--samples", SAMPLES), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
     p.add_argument("--out", default="outputs", help="folder for the figure and the samples")
     p.add_argument("--show", action="store_true", help="open the figure")
     args = p.parse_args(argv)

@@ -70,14 +70,14 @@ class Denoisers(nn.Module):
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al. at all T levels at once; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, alpha_bar, t = Denoisers(target_sample(4096)), schedule()[1], torch.arange(1, T + 1)
+    model, ab, losses = Denoisers(target_sample(4096)), schedule()[1][1:, None, None], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
-    ab, losses = alpha_bar[1:, None, None], []
     for _ in range(steps):
         x0, eps = target_sample(T * BATCH).view(T, BATCH, 1), torch.randn(T, BATCH, 1)
         xt = (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).float()  # Ho et al. eq. 4
-        loss = ((model(xt, t) - eps) ** 2).mean((1, 2)).sum()  # the sum of the T nets' losses
+        # every level t = 1..T with its own net; the loss is the sum of the T nets' losses
+        loss = ((model(xt, torch.arange(1, T + 1)) - eps) ** 2).mean((1, 2)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -101,22 +101,20 @@ def sample(model, n, seed=0):
 
 
 def report(x):
-    r = {"mean": x.mean().item(), "std": x.std().item()}
     print(f"target    mean {MU:.4f}  std {STD:.4f}")
-    print(f"generated mean {r['mean']:.4f}  std {r['std']:.4f}")
-    return r
+    print(f"generated mean {x.mean():.4f}  std {x.std():.4f}")
+    return {"mean": x.mean().item(), "std": x.std().item()}
 
 
 def plot(losses, traj, path, show):
-    ab, levels = schedule()[1].flip(0).numpy(), np.arange(T, -1, -1)  # traj[i] is at levels[i]
-    std = np.sqrt(ab * STD**2 + 1 - ab)  # of q(x_t)
+    # alpha_bar_t for the band of q(x_t), and a grid for the target's pdf
+    ab, x = schedule()[1].numpy()[:, None], np.linspace(MU - 5 * STD, MU + 5 * STD, 201)
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     a.semilogy(losses, lw=0.5)
     a.set(title="training loss, mean over the T nets", xlabel="step", ylabel="MSE on eps")
-    b.plot(levels, traj[:, :50, 0], "C0", lw=0.5, alpha=0.5)
-    b.plot(levels, np.sqrt(ab)[:, None] * MU + 2 * std[:, None] * [-1, 1], "k--")
+    b.plot(traj[::-1, :50, 0], "C0", lw=0.5, alpha=0.5)  # traj[::-1][t] is x_t
+    b.plot(np.sqrt(ab) * MU + 2 * np.sqrt(ab * STD**2 + 1 - ab) * [-1, 1], "k--")  # q(x_t)
     b.set(title="50 samples; dashed: q(x_t), 2 std", xlabel="level t", ylabel="x_t", xlim=(T, 0))
-    x = np.linspace(MU - 5 * STD, MU + 5 * STD, 201)
     c.hist(traj[-1, :, 0], bins=x[::4], density=True, alpha=0.6, label="generated")
     c.plot(x, np.exp(-0.5 * ((x - MU) / STD) ** 2) / np.sqrt(2 * np.pi) / STD, "k", label="target")
     c.set(title="result against the target", xlabel="x_0", ylabel="density")
@@ -128,9 +126,8 @@ def plot(losses, traj, path, show):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    p.add_argument("--samples", type=int, default=SAMPLES, help="samples to generate")
-    p.add_argument("--seed", type=int, default=0)
+    for flag, default in (("--steps", STEPS), ("--samples", SAMPLES), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
     p.add_argument("--out", default="outputs", help="folder for the figure and the samples")
     p.add_argument("--show", action="store_true", help="open the figure")
     args = p.parse_args(argv)
