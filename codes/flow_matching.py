@@ -7,7 +7,7 @@ the conditional flow matching loss), t logit-normal (Esser et al. 2024 sec. 3.1)
 is the marginal velocity E[x1 - x0 | x_t], here also in closed form. Sampling integrates
 dx/dt = v(x, t), t = 0 to 1, in K steps of Euler or Heun (Karras et al. 2022, Algorithm 1).
 
-Run:    python codes/flow_matching.py [--sample-steps K] [--solver {euler,heun}]
+Run:    python codes/flow_matching.py [--sample-steps K]  (Euler: sample(..., solver="euler"))
 Writes: outputs/flow_matching.png (loss, paths and result, W1 against K), _samples.npy
 """
 import argparse
@@ -21,9 +21,8 @@ from torch import nn
 # data: equally weighted Gaussians N(mu_k, STD^2 I), their centres mu_k on a ring
 MU = torch.view_as_real(2 * torch.exp(2j * np.pi * torch.arange(8) / 8))  # 8 centres, radius 2
 STD = 0.1  # std of each Gaussian
-# time: training draws t = sigmoid(T_MEAN + T_STD n), n ~ N(0, 1)
-T_MEAN = 0.5  # mean of logit(t): more of the steps near the data, where the modes sharpen
-T_STD = 1.3  # std of logit(t)
+# time: training draws t = sigmoid(n), n ~ N(mean, std^2)
+T_LOGIT = (0.65, 1.15)  # mean and std of logit(t): more steps near the data, where modes sharpen
 # model
 HIDDEN = 128  # width of the MLP's three hidden layers
 SIGMA_IN = 0.2  # the net sees x_t / sqrt((1 - t)^2 + (SIGMA_IN t)^2): the modes at unit size
@@ -34,14 +33,11 @@ LR = 1e-2  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # samples to generate
 SAMPLE_STEPS = 16  # K: integration steps
-SOLVER = "heun"  # "euler" or "heun"
-KS = (1, 2, 4, 8, 16)  # the K of the W1-against-K panel
 
 
-def target_sample(n, generator=None):
-    """n samples of the data, shape (n, 2): a random mode, then its Gaussian noise."""
-    k = torch.randint(len(MU), (n,), generator=generator)
-    return MU[k] + STD * torch.randn(n, 2, generator=generator)
+def target_sample(n, g=None):
+    """n samples of the data, shape (n, 2): a random mode's centre plus its Gaussian noise."""
+    return MU[torch.randint(len(MU), (n,), generator=g)] + STD * torch.randn(n, 2, generator=g)
 
 
 def exact_velocity(x, t):
@@ -73,7 +69,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     for _ in range(steps):
         x0, x1 = torch.randn(batch, 2), target_sample(batch)
-        t = torch.sigmoid(T_MEAN + T_STD * torch.randn(batch))  # logit-normal t
+        t = torch.sigmoid(torch.normal(*T_LOGIT, (batch,)))  # logit-normal t
         xt = (1 - t[:, None]) * x0 + t[:, None] * x1
         loss = ((model(xt, t) - (x1 - x0)) ** 2).mean()  # conditional flow matching loss
         opt.zero_grad()
@@ -85,7 +81,7 @@ def train(steps=STEPS, seed=0, batch=BATCH, lr=LR):
 
 
 @torch.no_grad()
-def sample(model, n, seed=0, steps=SAMPLE_STEPS, solver=SOLVER):
+def sample(model, n, seed=0, steps=SAMPLE_STEPS, solver="heun"):
     """Integrate dx/dt = model(x, t) from x ~ N(0, I) at t = 0 to t = 1; (steps + 1, n, 2)."""
     xs, h = [torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))], 1 / steps
     for i in range(steps):
@@ -97,14 +93,13 @@ def sample(model, n, seed=0, steps=SAMPLE_STEPS, solver=SOLVER):
     return torch.stack(xs)
 
 
-def w1_ratio(x, draws=4):
-    """Sliced W1 (64 directions) from x to fresh target samples, over the same between two
-    fresh target samples (the floor): about 1 for a perfect sampler."""
+def w1_ratio(x, m=4):
+    """Sliced W1 (64 directions) from x to m fresh target samples, over the same between m
+    pairs of fresh target samples (the floor): about 1 for a perfect sampler."""
     g = torch.Generator().manual_seed(1234)
-    u = nn.functional.normalize(torch.randn(2, 64, generator=g), dim=0).numpy()
-    ys = [np.sort(target_sample(len(x), g).numpy() @ u, 0) for _ in range(2 * draws)]
-    w1 = np.mean([np.abs(np.sort(x.numpy() @ u, 0) - y).mean() for y in ys[:draws]])
-    return float(w1 / np.mean([np.abs(a - b).mean() for a, b in zip(ys[:draws], ys[draws:])]))
+    u = nn.functional.normalize(torch.randn(2, 64, generator=g), dim=0)
+    y = (torch.stack([target_sample(len(x), g) for _ in range(2 * m)]) @ u).sort(1).values
+    return ((y[:m] - (x @ u).sort(0).values).abs().mean() / (y[:m] - y[m:]).abs().mean()).item()
 
 
 def report(x):
@@ -112,13 +107,12 @@ def report(x):
     k = torch.cdist(x, MU).argmin(1)
     r = {"share": (torch.bincount(k, minlength=len(MU)) / len(x)).tolist(), "w1_ratio": w1_ratio(x),
          "spread": [(x[k == j] - MU[j]).std(0).max().item() for j in range(len(MU))]}
-    print(f"target    share {1 / len(MU):.3f} and spread {STD:.3f} in each mode, W1/floor 1")
-    print("generated share", *[f"{v:.3f}" for v in r["share"]], "spread",
-          *[f"{v:.3f}" for v in r["spread"]], f"W1/floor {r['w1_ratio']:.2f}")
+    print(f"generated share {np.round(r['share'], 3)} (target {1 / len(MU):.3f}), spread "
+          f"{np.round(r['spread'], 3)} (target {STD}), W1/floor {r['w1_ratio']:.2f} (target 1)")
     return r
 
 
-def plot(model, losses, traj, seed, out, show):
+def plot(model, losses, traj, seed, out, show, ks=(1, 2, 4, 8, 16)):
     """Loss; 60 paths over the result and the target; W1/floor against velocity evaluations."""
     fig, ax = plt.subplots(1, 3, figsize=(15, 5), layout="tight")
     ax[0].plot(losses, lw=0.5)
@@ -128,13 +122,11 @@ def plot(model, losses, traj, seed, out, show):
     ax[1].scatter(*target_sample(len(traj[-1])).T, s=1, c="k", alpha=0.3)
     ax[1].set(title="60 paths (blue), generated (orange), target (black)", xlabel="x1",
               ylabel="x2", aspect="equal", xlim=(-3.5, 3.5), ylim=(-3.5, 3.5))
-    for solver, colour, evals in (("euler", "C0", 1), ("heun", "C3", 2)):  # per step
-        for name, v, style in (("net", model, "o-"), ("exact", exact_velocity, "s--")):
-            w1 = [w1_ratio(sample(v, len(traj[-1]), seed, k, solver)[-1]) for k in KS]
-            ax[2].plot(np.multiply(KS, evals), w1, style, c=colour, label=f"{solver}, {name}")
-    ax[2].set_xscale("log", base=2)
-    ax[2].set(title="W1/floor against cost", xlabel="velocity evaluations", ylabel="W1/floor",
-              ylim=(0.8, 5))
+    for solver, c, evals in (("euler", "C0", 1), ("heun", "C3", 2)):  # evaluations per step
+        for name, v, fmt in (("net", model, "o-"), ("exact", exact_velocity, "s--")):
+            w1 = [w1_ratio(sample(v, len(traj[-1]), seed, k, solver)[-1]) for k in ks]
+            ax[2].semilogx(np.multiply(ks, evals), w1, fmt, c=c, base=2, label=f"{solver}, {name}")
+    ax[2].set(title="quality vs cost", xlabel="evaluations of v", ylabel="W1/floor", ylim=(.8, 5))
     ax[2].legend(fontsize=8)
     fig.savefig(f"{out}/flow_matching.png", dpi=80)
     if show:
@@ -149,8 +141,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs", help="folder for the figure and samples")
     p.add_argument("--show", action="store_true", help="open the figure")
-    p.add_argument("--sample-steps", type=int, default=SAMPLE_STEPS, help="K: integration steps")
-    p.add_argument("--solver", choices=("euler", "heun"), default=SOLVER)
+    p.add_argument("--sample-steps", type=int, default=SAMPLE_STEPS, help="K: Heun steps")
     args = p.parse_args(argv)
     if min(args.steps, args.samples, args.sample_steps) < 1:
         p.error("--steps, --samples and --sample-steps must be positive")
@@ -159,12 +150,11 @@ def main(argv=None):
     except OSError as e:
         p.error(f"cannot write to --out: {e}")
     model, losses = train(args.steps, args.seed)
-    traj = sample(model, args.samples, args.seed, args.sample_steps, args.solver)
+    traj = sample(model, args.samples, args.seed, args.sample_steps)
     np.save(f"{args.out}/flow_matching_samples.npy", traj[-1].numpy())
-    r = report(traj[-1])
     plot(model, losses, traj, args.seed, args.out, args.show)
     print(f"wrote {args.out}/flow_matching.png, {args.out}/flow_matching_samples.npy")
-    return r
+    return report(traj[-1])
 
 
 if __name__ == "__main__":

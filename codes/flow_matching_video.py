@@ -14,7 +14,7 @@ import torch
 
 import flow_matching as fm
 
-FRAMES = 40  # integration steps (flow_matching.SOLVER), one frame each
+FRAMES = 40  # Heun steps, one frame each
 HOLD = 12  # extra frames on the final samples before the loop restarts
 POINTS = 600  # points drawn
 PATHS = 150  # of them, the ones whose paths are drawn
