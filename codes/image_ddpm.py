@@ -35,7 +35,7 @@ NO_CLASS = -1  # the label of the unconditional model
 T = 300
 BETA_1, BETA_T = 1e-4 * 1000 / T, 0.02 * 1000 / T
 # model
-CHANNELS = (32, 64, 128)  # UNet widths, one per resolution (each level halves the image)
+CHANNELS = (32, 64)  # UNet widths, one per resolution (each level halves the image)
 EMB = 128  # width of the step and class embeddings
 # training
 STEPS = 4000  # iterations
