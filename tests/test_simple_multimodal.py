@@ -51,7 +51,7 @@ def test_exact_denoiser_splits_the_noise_into_the_four_spikes():
 
 def test_exact_sampler_keeps_each_sample_in_its_start_quadrant():
     """The data is mirror symmetric, so the exact flow never crosses an axis, and churn's fresh
-    noise (sigma <= CHURN_MAX) is far too small to: each sample ends in the spike of the
+    noise (sigma <= CHURN_RANGE[1]) is far too small to: each sample ends in the spike of the
     quadrant it starts in, and the shares are those of the start, binomial."""
     traj = m.sample(mixture_eps, 2000, seed=5)
     start, end = torch.sign(traj[0]), m.CENTERS[m.nearest(traj[-1]).indices]
