@@ -172,20 +172,20 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
                        f"{out}/{NAME}.tmp")
             os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
 
-    bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="training",
-               unit="img", unit_scale=batch * world, disable=rank > 0)  # rate: images/s
-    try:
-        for step in bar:
+    try:  # the bar counts images: its rate is images/s
+        for step in tqdm(range(len(losses), steps), initial=len(losses), total=steps,
+                         desc="training", unit="img", unit_scale=batch * world, disable=rank > 0):
             # this step's random numbers from (seed, step, rank) alone: a resumed run draws what
             # an uninterrupted one would (SeedSequence pads with zeros: rank 0 = one process)
             entropy = np.random.SeedSequence([seed, step, rank]).generate_state(1).item()
             g = torch.Generator().manual_seed(entropy)
             i = None if images is None else torch.randint(len(images), (batch,), generator=g)
             x0, c = shapes(batch, img_size, g) if images is None else (images[i], labels[i])
-            t, eps = torch.randint(1, T + 1, (batch,), generator=g), torch.randn(x0.shape, generator=g)
-            c = torch.where(torch.rand(batch, generator=g) < P_UNCOND, NO_CLASS, c)  # label dropout
-            x0, c, t, eps = x0.to(device), c.to(device), t.to(device), eps.to(device)
-            xt = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps  # eq. 4
+            t = torch.randint(1, T + 1, (batch,), generator=g).to(device)
+            eps = torch.randn(x0.shape, generator=g).to(device)
+            # label dropout: to NO_CLASS with probability P_UNCOND
+            c = torch.where(torch.rand(batch, generator=g) < P_UNCOND, NO_CLASS, c).to(device)
+            xt = alpha_bar[t].sqrt() * x0.to(device) + (1 - alpha_bar[t]).sqrt() * eps  # eq. 4
             with torch.autocast("cuda", torch.bfloat16, enabled=xt.is_cuda):  # bf16 on cuda only
                 loss = F.mse_loss(net(xt, t, c).float(), eps)  # Algorithm 1, line 5
             opt.zero_grad()
@@ -271,19 +271,22 @@ def report(x, labels, real, real_labels, classes):
     """Generated images x (n, 3, S, S) of classes labels (n,) against held-out real ones."""
     x = x.clamp(-1, 1)
     precision, recall = precision_recall(real, x)
-    match = real_labels[torch.cdist(x.flatten(1), real.flatten(1)).argmin(1)] == labels  # 1-NN
-    r = dict(precision=precision, recall=recall, label_match=match.float().mean().item(),
-             by_class={classes[i]: match[labels == i].float().mean().item() for i in labels.unique()})
-    print(f"generated {len(x)} images against {len(real)} held-out real: precision {precision:.3f}  "
-          f"recall {recall:.3f}  label match {r['label_match']:.3f}")
+    # 1-NN: does the nearest real image have the requested class?
+    match = (real_labels[torch.cdist(x.flatten(1), real.flatten(1)).argmin(1)] == labels).float()
+    r = dict(precision=precision, recall=recall, label_match=match.mean().item(),
+             by_class={classes[i]: match[labels == i].mean().item() for i in labels.unique()})
+    print(f"generated {len(x)} images against {len(real)} held-out real: precision {precision:.3f}"
+          f"  recall {recall:.3f}  label match {r['label_match']:.3f}")
     return r
 
 
 def plot(losses, x, labels, real, real_labels, classes, title, out, show):
     """The loss, held-out real images and generated ones x, a row per class."""
-    keep = torch.cat([(real_labels == c).nonzero()[:(labels == c).sum(), 0] for c in labels.unique()])
-    names = [classes[c] for c in labels.unique()] if len(labels.unique()) > 1 else []  # row labels
-    grids = [tile(real[keep], real_labels[keep] if names else None), tile(x, labels if names else None)]
+    shown = labels.unique()  # the classes generated: a row each (one class: a square grid)
+    names = [classes[c] for c in shown] if len(shown) > 1 else []  # the rows' labels
+    keep = torch.cat([(real_labels == c).nonzero()[:(labels == c).sum(), 0] for c in shown])
+    grids = [tile(real[keep], real_labels[keep] if names else None),  # as many of each class
+             tile(x, labels if names else None)]
     wide = grids[1].shape[1] > 2 * grids[1].shape[0]  # long rows: the panels one above the other
     fig, axes = plt.subplots(*(3, 1) if wide else (1, 3), figsize=(12, 6.5) if wide else (15, 5),
                              layout="constrained", height_ratios=[2, 3, 3] if wide else None)
