@@ -167,9 +167,8 @@ def train(steps=STEPS, seed=0, images=None, labels=None, classes=SHAPES, img_siz
     def save():  # to out (if any): write, then rename, so no crash leaves half a checkpoint
         if out:
             config = dict(img_size=img_size, channels=list(CHANNELS), T=T, batch=batch, seed=seed)
-            torch.save({**{k: v.state_dict() for k, v in parts.items()}, "losses": losses,
-                        "config": config, "step": len(losses), "classes": list(classes)},
-                       f"{out}/{NAME}.tmp")
+            rest = dict(losses=losses, config=config, step=len(losses), classes=list(classes))
+            torch.save({k: v.state_dict() for k, v in parts.items()} | rest, f"{out}/{NAME}.tmp")
             os.replace(f"{out}/{NAME}.tmp", f"{out}/{NAME}.pt")
 
     try:  # the bar counts images: its rate is images/s
