@@ -301,12 +301,6 @@ def plot(losses, x, labels, real, real_labels, classes, title, out, show):
     plt.close("all")
 
 
-def pick_device():
-    """cuda, then mps, then cpu: the first one there is."""
-    mps = torch.backends.mps.is_available()
-    return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-
-
 def load_checkpoint(path, p):
     """The checkpoint at path and its EMA network; a missing or bad file ends in one error line
     and exit code 2 (p: the caller's ArgumentParser)."""
@@ -356,7 +350,8 @@ def main(argv=None):
             p.exit(2, f"{p.prog}: error: {path} is for [classes, --img-size, channels] {was}\n")
     if args.label is not None and args.label not in classes:
         p.error(f"--label {args.label}: not one of {', '.join(classes)}")
-    device = pick_device()
+    mps = torch.backends.mps.is_available()  # the device: cuda, then mps, then cpu
+    device = torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:  # started by torchrun: one process per GPU (or a share of the CPU)
         if device.type == "cuda":  # "cuda" is then this process's GPU

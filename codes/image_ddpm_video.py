@@ -68,7 +68,8 @@ def main(argv=None):
     classes = state["classes"]
     if args.label is not None and args.label not in classes:
         p.error(f"--label {args.label}: not one of {', '.join(classes)}")
-    device = ddpm.pick_device()
+    mps = torch.backends.mps.is_available()  # the device: cuda, then mps, then cpu
+    device = torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     print(f"device: {device}")
     picked = [classes.index(args.label)] if args.label else range(len(classes))
     labels = torch.tensor(picked).repeat_interleave(args.samples)
