@@ -321,7 +321,7 @@ def main(argv=None):
     p.add_argument("--out", default="outputs", help="folder for figure, samples, checkpoint")
     p.add_argument("--show", action="store_true", help="open the figure")
     p.add_argument("--data", help="image folder, a subfolder per class (default: shapes)")
-    p.add_argument("--img-size", type=int, default=IMG_SIZE, help="a multiple of 4")
+    p.add_argument("--img-size", type=int, default=IMG_SIZE, help="pixels a side, at least 2")
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance weight w >= 0")
     p.add_argument("--label", help="this class only (default: a grid row per class)")
@@ -329,9 +329,10 @@ def main(argv=None):
     p.add_argument("--sample-only", action="store_true", help="sample from the checkpoint")
     p.add_argument("--sample-steps", type=int, help="sample by DDIM with this many steps")
     args = p.parse_args(argv)
-    if min(args.steps, args.samples, args.batch_size, args.img_size, args.seed + 1) < 1 \
-            or args.guidance < 0 or args.img_size % 4 or not 0 < (args.sample_steps or T) <= T:
-        p.error(f"--steps, --samples, --batch-size must be positive, --img-size a multiple of 4, "
+    smallest = 2 ** (len(CHANNELS) - 1)  # an image the UNet can halve len(CHANNELS) - 1 times
+    if min(args.steps, args.samples, args.batch_size, args.seed + 1) < 1 or args.guidance < 0 \
+            or args.img_size < smallest or not 0 < (args.sample_steps or T) <= T:
+        p.error(f"--steps, --samples, --batch-size must be positive, --img-size >= {smallest}, "
                 f"--sample-steps in 1..{T}, --seed and --guidance >= 0")
     try:  # fail now, not after training
         os.makedirs(args.out, exist_ok=True)
@@ -367,13 +368,13 @@ def main(argv=None):
         if rank:
             return None
     blocks = torch.arange(args.samples) * len(classes) // args.samples  # equal blocks, a class each
-    labels = torch.full_like(blocks, classes.index(args.label)) if args.label else blocks
-    x = sample(model, len(labels), args.seed, args.img_size, args.sample_steps, device, labels,
+    wanted = torch.full_like(blocks, classes.index(args.label)) if args.label else blocks
+    x = sample(model, len(wanted), args.seed, args.img_size, args.sample_steps, device, wanted,
                args.guidance)[-1]
     np.save(f"{args.out}/{NAME}_samples.npy", to_uint8(x))
-    r = report(x, labels, real, real_labels, classes)
+    r = report(x, wanted, real, real_labels, classes)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {T} steps"
-    plot(losses, x, labels, real, real_labels, classes,
+    plot(losses, x, wanted, real, real_labels, classes,
          f"generated: {sampler}, guidance w = {args.guidance:g}", args.out, args.show)
     print(f"wrote {args.out}/{NAME}.png, {args.out}/{NAME}_samples.npy, {path}")
     return r

@@ -251,6 +251,19 @@ def test_bad_data_folder_is_argparse_usage_and_exit_2(case, tmp_path, capsys):
     assert "usage:" in err and "error: --data" in err.splitlines()[-1], err  # (after tqdm's bar)
 
 
+def test_odd_img_size_trains_and_samples(tmp_path):  # the up path resizes to the skip's size
+    m.main(["--img-size", "7", "--steps", "2", "--batch-size", "2", "--samples", "3",
+            "--sample-steps", "2", "--out", str(tmp_path)])
+    assert np.load(tmp_path / "image_ddpm_samples.npy").shape == (3, 7, 7, 3)
+
+
+def test_img_size_the_unet_cannot_halve_is_argparse_error(tmp_path, capsys):
+    too_small = 2 ** (len(m.CHANNELS) - 1) - 1
+    with pytest.raises(SystemExit) as e:
+        m.main(["--img-size", str(too_small), "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--img-size >= " in capsys.readouterr().err.splitlines()[-1]
+
+
 def bad_checkpoint(path, case):
     if case == "corrupt":
         path.write_bytes(b"not a checkpoint at all")
