@@ -321,7 +321,7 @@ def main(argv=None):
     p.add_argument("--out", default="outputs", help="folder for figure, samples, checkpoint")
     p.add_argument("--show", action="store_true", help="open the figure")
     p.add_argument("--data", help="image folder, a subfolder per class (default: shapes)")
-    p.add_argument("--img-size", type=int, default=IMG_SIZE, help="pixels a side, at least 2")
+    p.add_argument("--img-size", type=int, default=IMG_SIZE, help="pixels a side")
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance weight w >= 0")
     p.add_argument("--label", help="this class only (default: a grid row per class)")
