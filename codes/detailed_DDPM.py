@@ -1,7 +1,7 @@
 """DDPM (Ho et al. 2020) with the exact pdf of every marginal q(x_t) beside the reverse process.
 
-single_DDPM.py's model: data N(1, 0.01^2), T = 1000 levels with sigma_t = sqrt((1 - alpha_bar_t) /
-alpha_bar_t) geometric from 1e-3 to 100, one network eps_theta(x_t, t) trained by Algorithm 1,
+single_DDPM.py's setting: data N(1, 0.01^2), T = 1000 levels with sigma_t = sqrt((1 - alpha_bar_t)
+/ alpha_bar_t) geometric from 1e-3 to 100, one network eps_theta(x_t, t) trained by Algorithm 1,
 ancestral sampling by Algorithm 2 with the posterior variance beta~_t (eq. 7). For Gaussian data
 every marginal of the forward process is known in closed form (from eq. 4):
     q(x_t) = N(sqrt(alpha_bar_t) MU, alpha_bar_t STD^2 + 1 - alpha_bar_t),
@@ -47,27 +47,29 @@ def schedule():
     return 1 - alpha_bar / torch.cat([alpha_bar[:1], alpha_bar[:-1]]), alpha_bar
 
 
-class Denoiser(nn.Module):
-    """eps_theta(x_t, t) for x_t: (n, 1) and t: (n,) ints in 1..T."""
+def marginal(t):
+    """Mean and std of the exact q(x_t) (Ho et al. eq. 4), for t an int or a tensor of ints."""
+    alpha_bar = schedule()[1][t]
+    return alpha_bar.sqrt() * MU, (alpha_bar * STD**2 + 1 - alpha_bar).sqrt()
 
-    def __init__(self, x0):
-        super().__init__()
-        ab, x0 = schedule()[1][:, None], x0.double()
-        self.register_buffer("log_sigma", (0.5 * ((1 - ab) / ab).log()).float())
-        # the mean and std of q(x_t) for the training data x0: the net sees x_t standardized
-        self.register_buffer("shift", (ab.sqrt() * x0.mean()).float())
-        self.register_buffer("scale", (ab * x0.var() + 1 - ab).sqrt().float())
-        self.net = nn.Sequential(nn.Linear(2, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
-                                 nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, 1))
+
+class Denoiser(nn.Sequential):
+    """eps_theta(x_t, t) for x_t: (n, 1) and t: (n,) ints in 1..T: an MLP of x_t standardized by
+    the exact q(x_t), and of t / T (sigma_t is geometric in t: t / T is log sigma_t rescaled)."""
+
+    def __init__(self):
+        super().__init__(nn.Linear(2, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
+                         nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, 1))
 
     def forward(self, xt, t):
-        return self.net(torch.cat([(xt - self.shift[t]) / self.scale[t], self.log_sigma[t] / 4], 1))
+        mean, std = marginal(t[:, None])
+        return super().forward(torch.cat([((xt - mean) / std).float(), t[:, None] / T], 1))
 
 
 def train(steps=STEPS, seed=0):
     """Algorithm 1 of Ho et al.; returns (model, losses)."""
     torch.manual_seed(seed)
-    model, ab, losses = Denoiser(target_sample(4096)), schedule()[1][:, None], []
+    model, ab, losses = Denoiser(), schedule()[1][:, None], []
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     lr_schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
     for _ in range(steps):
@@ -96,12 +98,6 @@ def sample(model, n, seed=0):
     return torch.stack(xs)
 
 
-def marginal(t):
-    """Mean and std of the exact q(x_t) (Ho et al. eq. 4), for t an int or an array of ints."""
-    ab = schedule()[1].numpy()[t]
-    return np.sqrt(ab) * MU, np.sqrt(ab * STD**2 + 1 - ab)
-
-
 def report(traj):
     for t in PDF_LEVELS:  # t = 0 is the data: the target
         (mean, std), x = marginal(t), traj[T - t]
@@ -114,14 +110,13 @@ def plot(losses, traj, path, show):
     axes[0, 0].semilogy(losses, lw=0.5)
     axes[0, 0].set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
     # traj[i] is at levels[i]; z is x_t in stds of q(x_t) from its mean
-    levels, z = np.arange(T, -1, -1), np.linspace(-4, 4, 161)
+    levels, z = torch.arange(T, -1, -1), torch.linspace(-4, 4, 161, dtype=torch.float64)
     axes[0, 1].semilogy(levels, traj[:, :, 0].std(1), levels, marginal(levels)[1], "k--")
     axes[0, 1].set(title="std of x_t (dashed: q(x_t))", xlabel="level t", ylabel="std", xlim=(T, 0))
     for ax, t, mean, std in zip(axes.flat[2:], PDF_LEVELS, *marginal(PDF_LEVELS)):
-        ax.hist(traj[T - t, :, 0], mean + std * z[::4], density=True, alpha=0.6, label="reverse")
-        ax.plot(mean + std * z, np.exp(-z**2 / 2) / np.sqrt(2 * np.pi) / std, "k", label="exact")
-        ax.set(title=f"t = {t}" if t else "t = 0: result vs target", xlabel="x_t", ylabel="pdf")
-    axes[0, 2].legend()
+        ax.hist(traj[T - t, :, 0], mean + std * z[::4], density=True, alpha=0.6)
+        ax.plot(mean + std * z, (-z**2 / 2).exp() / (2 * np.pi) ** 0.5 / std, "k")
+        ax.set(title=f"t = {t}: reverse vs exact q(x_t)", xlabel="x_t", ylabel="pdf")
     fig.savefig(path, dpi=90)
     if show:
         plt.show()

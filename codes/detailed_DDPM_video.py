@@ -26,7 +26,7 @@ def frames(traj):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     images = []
     for t in FRAME_LEVELS:
-        mean, std = marginal(t)
+        mean, std = map(float, marginal(t))
         for ax, ((lo, hi), ylim) in zip(axes, VIEWS):
             x = np.linspace(lo, hi, 2000)
             ax.cla()

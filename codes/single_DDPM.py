@@ -96,8 +96,7 @@ def sample(model, n, seed=0):
 
 
 def report(x):
-    print(f"target    mean {MU:.4f}  std {STD:.4f}")
-    print(f"generated mean {x.mean():.4f}  std {x.std():.4f}")
+    print(f"target mean {MU:.4f} std {STD:.4f}, generated mean {x.mean():.4f} std {x.std():.4f}")
     return {"mean": x.mean().item(), "std": x.std().item()}
 
 
@@ -110,10 +109,9 @@ def plot(losses, traj, path, show):
     b.plot(traj[::-1, :50, 0], "C0", lw=0.5, alpha=0.5)  # traj[::-1][t] is x_t
     b.plot(np.sqrt(ab) * MU + 2 * np.sqrt(ab * STD**2 + 1 - ab) * [-1, 1], "k--")  # q(x_t)
     b.set(title="50 samples; dashed: q(x_t), 2 std", xlabel="level t", ylabel="x_t", xlim=(T, 0))
-    c.hist(traj[-1, :, 0], bins=x[::4], density=True, alpha=0.6, label="generated")
-    c.plot(x, np.exp(-0.5 * ((x - MU) / STD) ** 2) / np.sqrt(2 * np.pi) / STD, "k", label="target")
-    c.set(title="result against the target", xlabel="x_0", ylabel="density")
-    c.legend()
+    c.hist(traj[-1, :, 0], bins=x[::4], density=True, alpha=0.6)
+    c.plot(x, np.exp(-0.5 * ((x - MU) / STD) ** 2) / np.sqrt(2 * np.pi) / STD, "k")
+    c.set(title="generated (bars) against the target (line)", xlabel="x_0", ylabel="density")
     fig.savefig(path, dpi=90)
     if show:
         plt.show()
