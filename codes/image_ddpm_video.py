@@ -36,7 +36,8 @@ def render(traj, ts, rows, names, title):
     first = ddpm.tile(traj[0], rows)
     fig, ax = plt.subplots(figsize=(1 + 2.6 * first.shape[1] / first.shape[0], 3))
     fig.subplots_adjust(left=0.15 * 3 / fig.get_figwidth(), right=0.98, bottom=0.02, top=0.86)
-    ax.set(xticks=[], yticks=(traj.shape[-1] + 1) * (np.arange(len(names)) + 0.5), yticklabels=names)
+    ax.set(xticks=[], yticks=(traj.shape[-1] + 1) * (np.arange(len(names)) + 0.5),
+           yticklabels=names)
     picture = ax.imshow(first)
     frames = []
     for i in frame_levels(len(traj) - 1):
@@ -58,8 +59,9 @@ def main(argv=None):
     p.add_argument("--label", help="this class only (default: a row per class)")
     p.add_argument("--sample-steps", type=int, help="sample by DDIM with this many steps")
     args = p.parse_args(argv)
-    if min(args.samples, args.seed + 1, args.guidance + 1) < 1 or not 0 < (args.sample_steps or 1) <= ddpm.T:
-        p.error(f"--samples must be positive, --seed, --guidance >= 0, --sample-steps in 1..{ddpm.T}")
+    if min(args.samples, args.seed + 1, args.guidance + 1) < 1 \
+            or not 0 < (args.sample_steps or 1) <= ddpm.T:
+        p.error(f"--samples must be positive, --seed, --guidance >= 0, --sample-steps 1..{ddpm.T}")
     try:  # fail now, not after sampling
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
@@ -76,8 +78,8 @@ def main(argv=None):
     traj = ddpm.sample(model.to(device), len(labels), args.seed, state["config"]["img_size"],
                        args.sample_steps, device, labels, args.guidance)
     sampler = f"DDIM, {args.sample_steps} steps" if args.sample_steps else f"DDPM, {ddpm.T} steps"
-    frames = render(traj, ddpm.timesteps(args.sample_steps).tolist(), labels, [classes[i] for i in picked],
-                    f"{sampler}, guidance w = {args.guidance:g}")
+    frames = render(traj, ddpm.timesteps(args.sample_steps).tolist(), labels,
+                    [classes[i] for i in picked], f"{sampler}, guidance w = {args.guidance:g}")
     gif = f"{args.out}/{ddpm.NAME}.gif"
     iio.imwrite(gif, np.stack(frames), duration=1000 / FPS, loop=0)
     print(f"wrote {gif}: {len(frames)} frames, {os.path.getsize(gif) / 1e6:.2f} MB")

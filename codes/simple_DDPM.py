@@ -58,7 +58,7 @@ class Denoisers(nn.Module):
 
     def forward(self, xt, t):
         ab = schedule()[1][t, None, None]
-        h = ((xt - ab.sqrt() * MU) / (ab * STD**2 + 1 - ab).sqrt()).float()  # standardized by q(x_t)
+        h = ((xt - ab.sqrt() * MU) / (ab * STD**2 + 1 - ab).sqrt()).float()  # standardized, eq. 4
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             h = nn.functional.silu(torch.baddbmm(b[t - 1], h, w[t - 1]))  # net t on level t
         return torch.baddbmm(self.biases[-1][t - 1], h, self.weights[-1][t - 1])

@@ -29,7 +29,7 @@ SIGMA_MAX = 100.0  # sigma_T, so alpha_bar_T = 1 / (1 + SIGMA_MAX^2)
 WIDTH = 32  # width of the MLP
 # training
 STEPS = 2000  # Adam steps
-BATCH = 1024  # (x_0, t, eps) draws per step
+BATCH = 512  # (x_0, t, eps) draws per step
 LR = 5e-3  # peak learning rate of the one-cycle schedule
 # sampling
 SAMPLES = 2000  # samples to generate
