@@ -2,7 +2,8 @@
 
 For each script in codes/ (the `_video` companions and image_ddpm excepted; new scripts
 are picked up automatically), run `python codes/<script>.py --out TMP --seed S` at its
-default settings for several seeds, then score the saved `<script>_samples.npy`:
+default settings for several seeds, round robin (seed 0 of every script, then seed 1, ...),
+then score the saved `<script>_samples.npy`:
 
 - time: median whole-process wall time, start to exit, in seconds, and as a multiple of
   the floor: the median time of a process that imports torch, numpy, matplotlib and
@@ -164,18 +165,21 @@ def run(script, seed, extra=(), out=None):
         return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy"), stdout
 
 
-def bench_toy(script, seeds, floors):
+def bench_toy(script, seed):
+    """One run of script: (wall seconds, W1/floor, the target's own figures)."""
     target, kind = TARGETS[script]
-    walls, ratios, seen = [], [], {}
-    for seed in range(seeds):
-        floors.append(timed(FLOOR)[0])  # interleaved, so the floor sees the same machine
-        wall, x, _ = run(script, seed)
-        walls.append(wall)
-        ratios.append(fidelity(x, target, seed))
-        for k, v in figures(x, target, kind).items():
+    wall, x, _ = run(script, seed)
+    return wall, fidelity(x, target, seed), figures(x, target, kind)
+
+
+def toy_row(script, results, floors):
+    """The table row of one toy from its runs' (wall, W1/floor, figures)."""
+    walls, ratios, seen = [r[0] for r in results], [r[1] for r in results], {}
+    for r in results:
+        for k, v in r[2].items():
             seen.setdefault(k, []).append(v)
     details = ", ".join(f"{k} {max(v):.3g}" for k, v in seen.items()) or "-"
-    if kind == "roll":  # the roll's bar is on the median too
+    if TARGETS[script][1] == "roll":  # the roll's bar is on the median too
         details += f" (median {np.median(seen['curve dist ratio']):.3g})"
     wall = statistics.median(walls)
     return (f"| {script} | {wall:.1f} | {wall / statistics.median(floors):.2f} | "
@@ -213,10 +217,14 @@ def table(seeds, image, only=None):
         sys.exit(f"no target in TARGETS for: {', '.join(unknown)}")
     rows = [f"| script | time (s) | x floor | W1/floor median | W1/floor worst | "
             f"worst over {seeds} seeds |", "|---|---|---|---|---|---|"]
-    floors = []
-    for script in toys:
-        rows.append(bench_toy(script, seeds, floors))
-        print(rows[-1], file=sys.stderr)
+    floors, results = [], {script: [] for script in toys}
+    for seed in range(seeds):  # round robin: a slow spell of the machine hits one seed of many
+        for script in toys:  # scripts, not every seed of one script
+            floors.append(timed(FLOOR)[0])  # interleaved, so the floor sees the same machine
+            results[script].append(bench_toy(script, seed))
+            print(f"seed {seed} {script}: {results[script][-1][0]:.1f} s, floor {floors[-1]:.2f} s,"
+                  f" W1/floor {results[script][-1][1]:.2f}", file=sys.stderr)
+    rows += [toy_row(script, results[script], floors) for script in toys]
     if image:
         rows += bench_image(floors)
     rows.append(f"\nfloor: {statistics.median(floors):.2f} s, the median of {len(floors)} runs of "
