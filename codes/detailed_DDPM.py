@@ -106,7 +106,8 @@ def report(traj):
 
 
 def plot(losses, traj, path, show):
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), layout="constrained")
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.35)
     axes[0, 0].semilogy(losses, lw=0.5)
     axes[0, 0].set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
     # traj[i] is at levels[i]; z is x_t in stds of q(x_t) from its mean
@@ -136,12 +137,11 @@ def main(argv=None):
     except OSError as e:
         p.error(f"cannot write to --out: {e}")
     model, losses = train(args.steps, args.seed)
-    traj = sample(model, args.samples, args.seed)
-    np.save(f"{args.out}/detailed_DDPM_samples.npy", traj[-1].numpy())
-    r = report(traj.numpy())
-    plot(losses, traj.numpy(), f"{args.out}/detailed_DDPM.png", args.show)
+    traj = sample(model, args.samples, args.seed).numpy()
+    np.save(f"{args.out}/detailed_DDPM_samples.npy", traj[-1])
+    plot(losses, traj, f"{args.out}/detailed_DDPM.png", args.show)
     print(f"wrote {args.out}/detailed_DDPM.png, {args.out}/detailed_DDPM_samples.npy")
-    return r
+    return report(traj)
 
 
 if __name__ == "__main__":
