@@ -336,6 +336,8 @@ def main(argv=None):
                 f"--sample-steps in 1..{T}, --seed and --guidance >= 0")
     try:  # fail now, not after training
         os.makedirs(args.out, exist_ok=True)
+        if not os.access(args.out, os.W_OK):  # a folder that exists but takes no files
+            raise PermissionError(f"{args.out} is not writable")
         images, labels, classes = load_folder(args.data, args.img_size) if args.data else \
             (*shapes(HELD_OUT, args.img_size, torch.Generator().manual_seed(12345)), SHAPES)
     except (OSError, ValueError) as e:
