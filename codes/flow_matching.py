@@ -143,12 +143,12 @@ def main(argv=None):
     p.add_argument("--show", action="store_true", help="open the figure")
     p.add_argument("--sample-steps", type=int, default=SAMPLE_STEPS, help="K: Heun steps")
     args = p.parse_args(argv)
-    if min(args.steps, args.samples, args.sample_steps) < 1:
-        p.error("--steps, --samples and --sample-steps must be positive")
-    try:
+    try:  # fail now, not after training
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         p.error(f"cannot write to --out: {e}")
+    if min(args.steps, args.samples, args.sample_steps) < 1 or not os.access(args.out, os.W_OK):
+        p.error("--steps, --samples and --sample-steps must be positive, --out writable")
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed, args.sample_steps)
     np.save(f"{args.out}/flow_matching_samples.npy", traj[-1].numpy())

@@ -141,12 +141,12 @@ def main(argv=None):
     p.add_argument("--out", default="outputs", help="folder for the files")
     p.add_argument("--show", action="store_true", help="open the figure")
     args = p.parse_args(argv)
-    if min(args.steps, args.samples) < 1:
-        p.error("--steps and --samples must be positive")
-    try:
+    try:  # fail now, not after training
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         p.error(f"cannot write to --out: {e}")
+    if min(args.steps, args.samples) < 1 or not os.access(args.out, os.W_OK):
+        p.error("--steps and --samples must be positive, --out writable")
     model, losses = train(args.steps, args.seed)
     traj = sample(model, args.samples, args.seed)
     r = report(traj[-1])

@@ -1,5 +1,7 @@
 """Every script in codes/ (new ones are picked up automatically) runs end to end at a
 few training steps, writes its files, prints its report, and rejects bad input."""
+import os
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -60,3 +62,18 @@ def test_bad_input_is_argparse_usage_and_exit_2(script, bad, tmp_path, capsys):
     assert err.startswith("usage:") and ": error: " in err.splitlines()[-1], err
     assert "Traceback" not in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if not s.endswith("_video.py")])
+def test_read_only_out_folder_is_argparse_error_before_training(script, tmp_path, capsys,
+                                                                monkeypatch):
+    """An --out folder that exists but takes no files. Root writes anywhere, so a patched
+    os.access stands in for a read-only folder."""
+    module = load(script)
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+    monkeypatch.setattr(module, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as e:
+        module.main(["--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("usage:") and "writable" in err.splitlines()[-1], err
