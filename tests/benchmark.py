@@ -14,7 +14,8 @@ then score the saved `<script>_samples.npy`:
   divided by the same distance between two fresh target samples; both are averaged over
   50 fresh draws. 1.0 means "as close as a second real sample".
 - each target's own figures (worst over the seeds): mean and std errors, the share of
-  samples per mode, the spread inside each mode.
+  samples per mode, the spread inside each mode. Each run's time and figures also go to
+  stderr as it ends, so a miss names its seed.
 
     python tests/benchmark.py                  # all toys, 3 seeds, prints a markdown table
     python tests/benchmark.py --write-readme   # ... and puts it into README.md
@@ -222,8 +223,10 @@ def table(seeds, image, only=None):
         for script in toys:  # scripts, not every seed of one script
             floors.append(timed(FLOOR)[0])  # interleaved, so the floor sees the same machine
             results[script].append(bench_toy(script, seed))
-            print(f"seed {seed} {script}: {results[script][-1][0]:.1f} s, floor {floors[-1]:.2f} s,"
-                  f" W1/floor {results[script][-1][1]:.2f}", file=sys.stderr)
+            wall, ratio, figs = results[script][-1]  # each run's figures: which seed missed
+            print(f"seed {seed} {script}: {wall:.1f} s, floor {floors[-1]:.2f} s, W1/floor "
+                  f"{ratio:.2f}" + "".join(f", {k} {v:.3g}" for k, v in figs.items()),
+                  file=sys.stderr)
     rows += [toy_row(script, results[script], floors) for script in toys]
     if image:
         rows += bench_image(floors)
