@@ -341,7 +341,7 @@ def main(argv=None):
         images, labels, classes = load_folder(args.data, args.img_size) if args.data else \
             (*shapes(HELD_OUT, args.img_size, torch.Generator().manual_seed(12345)), SHAPES)
     except (OSError, ValueError) as e:
-        p.error(f"--data {args.data}, --out {args.out}: {e}")
+        p.error(f"--data {args.data}, " * bool(args.data) + f"--out {args.out}: {e}")
     held = torch.arange(len(images)) % (10 if args.data else 1) == 0  # every 10th file, or all
     real, real_labels = images[held], labels[held]
     images, labels = (images[~held], labels[~held]) if args.data else (None, None)

@@ -77,3 +77,4 @@ def test_read_only_out_folder_is_argparse_error_before_training(script, tmp_path
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("usage:") and "writable" in err.splitlines()[-1], err
+    assert "None" not in err, err  # no unset flag named in the message
