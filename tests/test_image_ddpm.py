@@ -315,3 +315,13 @@ def test_long_training_saves_its_checkpoint_every_save_every_steps(tmp_path, mon
     monkeypatch.setattr(m.os, "replace", spy)
     m.train(5, img_size=8, batch=2, out=str(tmp_path))
     assert saved == [2, 4, 5]  # so a hard kill loses at most SAVE_EVERY steps
+
+
+def test_video_with_read_only_out_folder_is_argparse_error_before_sampling(tmp_path, capsys,
+                                                                           monkeypatch):
+    m.train(1, img_size=8, batch=2, out=str(tmp_path))  # a usable checkpoint in --out
+    monkeypatch.setattr(video.os, "access", lambda path, mode: path != str(tmp_path))
+    monkeypatch.setattr(video.ddpm, "sample", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(SystemExit) as e:
+        video.main(["--out", str(tmp_path)])
+    assert e.value.code == 2 and "--out writable" in capsys.readouterr().err.splitlines()[-1]
