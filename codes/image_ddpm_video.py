@@ -63,10 +63,9 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         p.error(f"cannot write to --out {args.out}: {e.strerror}")
-    if min(args.samples, args.seed + 1, args.guidance + 1) < 1 or not os.access(args.out, os.W_OK) \
-            or not 0 < (args.sample_steps or 1) <= ddpm.T:
-        p.error(f"--samples must be positive, --seed, --guidance >= 0, --sample-steps 1..{ddpm.T}, "
-                "--out writable")
+    if min(args.samples, args.guidance + 1) < 1 or not 0 < (args.sample_steps or 1) <= ddpm.T \
+            or not os.access(args.out, os.W_OK):
+        p.error(f"--samples > 0, --guidance >= 0, --sample-steps 1..{ddpm.T}, --out writable")
     state, model = ddpm.load_checkpoint(args.ckpt or f"{args.out}/{ddpm.NAME}.pt", p)
     classes = state["classes"]
     if args.label is not None and args.label not in classes:
