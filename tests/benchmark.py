@@ -21,6 +21,8 @@ then score the saved `<script>_samples.npy`:
     python tests/benchmark.py --write-readme   # ... and puts it into README.md
     python tests/benchmark.py --image          # adds the image script's CPU recipes
                                                # (the digits need scikit-learn installed)
+    python tests/benchmark.py --only multimodal_DDPM --seeds 48 --set STEPS=2500
+                                               # a toy with some constants changed
 
 The table between the two marker comments in README.md is this command's output.
 """
@@ -55,6 +57,16 @@ IMAGE_RECIPES = [
     ("digits", ["--data", "{digits}", *RECIPE]),
     ("digits", ["--data", "{digits}", "--img-size", "16", "--sample-only", "--guidance", "1"]),
 ]
+# runs a script's main() after setting some of its constants: --set NAME=VALUE ...
+WITH_SET = ("import ast, importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('script', sys.argv[1])\n"
+            "m = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(m)\n"
+            "for name, value in (kv.split('=', 1) for kv in sys.argv[2].split()):\n"
+            "    if not hasattr(m, name):\n"
+            "        sys.exit(f'--set {name}: the script has no such constant')\n"
+            "    setattr(m, name, ast.literal_eval(value))\n"
+            "m.main(sys.argv[3:])\n")
 
 
 def gaussian(mu, s):
@@ -156,20 +168,21 @@ def timed(argv):
     return wall, r.stdout
 
 
-def run(script, seed, extra=(), out=None):
-    """Run one script at its defaults in `out` (default: a fresh temporary folder);
-    returns (wall seconds, samples array, stdout)."""
+def run(script, seed, extra=(), out=None, settings=()):
+    """Run one script at its defaults (but the constants NAME=VALUE in settings) in `out`
+    (default: a fresh temporary folder); returns (wall seconds, samples array, stdout)."""
+    path = str(CODES / f"{script}.py")
     with tempfile.TemporaryDirectory() as tmp:
         out = out or tmp
-        wall, stdout = timed([str(CODES / f"{script}.py"), "--out", out, "--seed", str(seed),
-                              *extra])
+        start = ["-c", WITH_SET, path, " ".join(settings)] if settings else [path]
+        wall, stdout = timed([*start, "--out", out, "--seed", str(seed), *extra])
         return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy"), stdout
 
 
-def bench_toy(script, seed):
+def bench_toy(script, seed, settings=()):
     """One run of script: (wall seconds, W1/floor, the target's own figures)."""
     target, kind = TARGETS[script]
-    wall, x, _ = run(script, seed)
+    wall, x, _ = run(script, seed, settings=settings)
     return wall, fidelity(x, target, seed), figures(x, target, kind)
 
 
@@ -208,7 +221,7 @@ def bench_image(floors):
     return rows
 
 
-def table(seeds, image, only=None):
+def table(seeds, image, only=None, settings=()):
     toys = sorted(p.stem for p in CODES.glob("*.py") if p.stem in TARGETS)
     toys = [s for s in toys if not only or s in only]
     unknown = sorted(p.stem for p in CODES.glob("*.py")
@@ -222,7 +235,7 @@ def table(seeds, image, only=None):
     for seed in range(seeds):  # round robin: a slow spell of the machine hits one seed of many
         for script in toys:  # scripts, not every seed of one script
             floors.append(timed(FLOOR)[0])  # interleaved, so the floor sees the same machine
-            results[script].append(bench_toy(script, seed))
+            results[script].append(bench_toy(script, seed, settings))
             wall, ratio, figs = results[script][-1]  # each run's figures: which seed missed
             print(f"seed {seed} {script}: {wall:.1f} s, floor {floors[-1]:.2f} s, W1/floor "
                   f"{ratio:.2f}" + "".join(f", {k} {v:.3g}" for k, v in figs.items()),
@@ -232,6 +245,8 @@ def table(seeds, image, only=None):
         rows += bench_image(floors)
     rows.append(f"\nfloor: {statistics.median(floors):.2f} s, the median of {len(floors)} runs of "
                 f"`python {FLOOR[0]} \"{FLOOR[1]}\"`, interleaved with the scripts' runs.")
+    if settings:
+        rows.append(f"The toys ran with these constants changed: {' '.join(settings)}.")
     return "\n".join(rows)
 
 
@@ -249,8 +264,12 @@ def main(argv=None):
     p.add_argument("--image", action="store_true", help="add the image CPU recipes")
     p.add_argument("--write-readme", action="store_true", help="put the table into README.md")
     p.add_argument("--only", nargs="+", metavar="SCRIPT", help="just these toys (no .py)")
+    p.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="run the toys with these constants changed, e.g. STEPS=2500")
     args = p.parse_args(argv)
-    md = table(args.seeds, args.image, args.only)
+    if any("=" not in kv for kv in args.set) or args.set and args.write_readme:
+        p.error("--set takes NAME=VALUE pairs, and the README shows the defaults only")
+    md = table(args.seeds, args.image, args.only, args.set)
     print(md)
     if args.write_readme:
         write_readme(md)

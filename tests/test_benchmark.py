@@ -1,7 +1,8 @@
-"""The benchmark's scoring: a fresh target sample scores about 1, a collapsed one worse."""
+"""The benchmark's scoring: a fresh target sample scores about 1, a collapsed one worse;
+its --set runs a toy with a constant changed."""
 import numpy as np
 import pytest
-from benchmark import RING, SPIKES, TARGETS, figures, fidelity
+from benchmark import RING, SPIKES, TARGETS, figures, fidelity, run
 
 
 @pytest.mark.parametrize("script", sorted(TARGETS))
@@ -56,3 +57,12 @@ def test_curve_distance_sees_a_blurred_roll():
     assert 0.9 < fresh < 1.1
     blurred = roll(2000, rng) + 0.15 * rng.standard_normal((2000, 2))
     assert figures(blurred, roll, "roll")["curve dist ratio"] > 1.5
+
+
+def test_set_changes_a_constant_as_the_flag_would():
+    _, by_set, _ = run("single_DDPM", 1, ["--samples", "50"], settings=["STEPS=5"])
+    _, by_flag, _ = run("single_DDPM", 1, ["--samples", "50", "--steps", "5"])
+    _, other, _ = run("single_DDPM", 1, ["--samples", "50", "--steps", "6"])
+    assert np.array_equal(by_set, by_flag) and not np.array_equal(by_set, other)
+    with pytest.raises(SystemExit, match="no such constant"):
+        run("single_DDPM", 1, ["--samples", "50"], settings=["STPES=5"])
