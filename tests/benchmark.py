@@ -62,7 +62,8 @@ WITH_SET = ("import ast, importlib.util, sys\n"
             "spec = importlib.util.spec_from_file_location('script', sys.argv[1])\n"
             "m = importlib.util.module_from_spec(spec)\n"
             "spec.loader.exec_module(m)\n"
-            "for name, value in (kv.split('=', 1) for kv in sys.argv[2].split()):\n"
+            "for name, value in (kv.split('=', 1) for kv in sys.argv[2].splitlines()):\n"
+            "    name = name.strip()\n"
             "    if not hasattr(m, name):\n"
             "        sys.exit(f'--set {name}: the script has no such constant')\n"
             "    setattr(m, name, ast.literal_eval(value))\n"
@@ -174,7 +175,7 @@ def run(script, seed, extra=(), out=None, settings=()):
     path = str(CODES / f"{script}.py")
     with tempfile.TemporaryDirectory() as tmp:
         out = out or tmp
-        start = ["-c", WITH_SET, path, " ".join(settings)] if settings else [path]
+        start = ["-c", WITH_SET, path, "\n".join(settings)] if settings else [path]
         wall, stdout = timed([*start, "--out", out, "--seed", str(seed), *extra])
         return wall, np.load(pathlib.Path(out) / f"{script}_samples.npy"), stdout
 
@@ -246,7 +247,7 @@ def table(seeds, image, only=None, settings=()):
     rows.append(f"\nfloor: {statistics.median(floors):.2f} s, the median of {len(floors)} runs of "
                 f"`python {FLOOR[0]} \"{FLOOR[1]}\"`, interleaved with the scripts' runs.")
     if settings:
-        rows.append(f"The toys ran with these constants changed: {' '.join(settings)}.")
+        rows.append(f"The toys ran with these constants changed: {', '.join(settings)}.")
     return "\n".join(rows)
 
 

@@ -60,7 +60,7 @@ def test_curve_distance_sees_a_blurred_roll():
 
 
 def test_set_changes_a_constant_as_the_flag_would():
-    _, by_set, _ = run("single_DDPM", 1, ["--samples", "50"], settings=["STEPS=5"])
+    _, by_set, _ = run("single_DDPM", 1, ["--samples", "50"], settings=["STEPS = 5"])
     _, by_flag, _ = run("single_DDPM", 1, ["--samples", "50", "--steps", "5"])
     _, other, _ = run("single_DDPM", 1, ["--samples", "50", "--steps", "6"])
     assert np.array_equal(by_set, by_flag) and not np.array_equal(by_set, other)
