@@ -3,10 +3,10 @@
 single_DDPM.py in 2D: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), one net
 eps_theta(x_t, t) fitted to eps (Algorithm 1), Algorithm 2 from x_T ~ N(0, I) with the posterior
 variance beta~_t (eq. 7). sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) is geometric from 1e-3
-to 10 over T = 500: beta_1 = 1e-6 is far below the spikes' variance, and as the mixture has mean
-0, alpha_bar_T = 0.01 keeps KL(q(x_T) || N(0, I)) <= 0.01. The net sees x_t scaled for data std
-SIGMA_IN (Karras et al. 2022's c_in); draws come with their mirror images, a quarter at the split.
-
+to 10 over T = 500, so beta_1 = 1e-6 and KL(q(x_T) || N(0, I)) <= 0.01. The net sees x_t scaled
+for data std SIGMA_IN (Karras et al. 2022's c_in); draws come with their mirror images, a quarter
+at the split. The sampler takes the levels near the split twice, back up by q(x_t | x_{t-1}) and
+down again (Lugmayr et al. 2022's resampling): a second pull for samples in the noise's tails.
 Run:    python codes/multimodal_DDPM.py  (flags: --steps --samples --seed --out --show)
 Writes: outputs/multimodal_DDPM.png (loss, process, result), outputs/multimodal_DDPM_samples.npy
 """
@@ -33,9 +33,9 @@ STEPS = 1800  # Adam steps
 BATCH = 256  # (x_0, t, eps) draws per step, each with its 4 mirror images
 LR = 4e-2  # peak learning rate of the one-cycle schedule
 SPLIT = (280, 350)  # a quarter of the draws take t here (sigma_t 0.16 to 0.6): the noise splits
-FLIPS = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])  # x -> FLIPS[j] * x
 # sampling
 SAMPLES = 2000  # samples to generate
+RESAMPLE = (230, 350)  # levels t (sigma_t 0.07 to 0.6) taken twice while sampling
 
 
 def target_sample(n, g=None):
@@ -75,8 +75,8 @@ def train(steps=STEPS, seed=0):
         t[: BATCH // 4] = torch.randint(*SPLIT, (BATCH // 4,))
         ab, eps = alpha_bar[t, None], torch.randn(BATCH, 2)
         xt = (ab.sqrt() * target_sample(BATCH) + (1 - ab).sqrt() * eps).float()  # Ho eq. 4
-        # each draw with its mirror images: no batch tilts the net towards one spike by chance
-        xt, eps = (torch.cat([flip * v for flip in FLIPS]) for v in (xt, eps))
+        # each draw with its mirror images c * x, one per spike c: no batch tilts the net
+        xt, eps = (torch.cat([c * v for c in CENTERS]) for v in (xt, eps))
         loss = ((model(xt, t.repeat(4)) - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -88,26 +88,25 @@ def train(steps=STEPS, seed=0):
 
 @torch.no_grad()
 def sample(model, n, seed=0):
-    """Algorithm 2 of Ho et al. from x_T ~ N(0, I); returns x_T, ..., x_0 as (T + 1, n, 2)."""
-    beta, alpha_bar = (v.tolist() for v in schedule())
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, 2, generator=g)]
+    """Algorithm 2 of Ho et al. from x_T ~ N(0, I), each level in RESAMPLE taken twice; returns
+    x_T, ..., x_0 as (T + 1, n, 2)."""
+    g, (beta, alpha_bar) = torch.Generator().manual_seed(seed), [v.tolist() for v in schedule()]
+    x, xs = torch.randn(n, 2, generator=g), []
     for t in range(T, 0, -1):
-        eps = model(xs[-1], torch.full((n,), t))
-        x = (xs[-1] - beta[t] / (1 - alpha_bar[t]) ** 0.5 * eps) / (1 - beta[t]) ** 0.5
-        var = beta[t] * (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t])  # beta~_t, Ho et al. eq. 7
-        xs.append(x + var**0.5 * torch.randn(n, 2, generator=g))
-    return torch.stack(xs)
-
-
-def nearest(x):
-    """Index of the nearest spike and the offset from it, for x: (n, 2)."""
-    spike = torch.cdist(x, CENTERS).argmin(1)
-    return spike, x - CENTERS[spike]
+        xs.append(x)
+        for again in range(1 + (RESAMPLE[0] <= t < RESAMPLE[1])):
+            if again:  # back up to level t by q(x_t | x_{t-1}) (Ho et al. eq. 2), then down again
+                x = (1 - beta[t]) ** 0.5 * x + beta[t] ** 0.5 * torch.randn(n, 2, generator=g)
+            eps = model(x, torch.full((n,), t))
+            x = (x - beta[t] / (1 - alpha_bar[t]) ** 0.5 * eps) / (1 - beta[t]) ** 0.5
+            var = beta[t] * (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t])  # beta~_t, Ho et al. eq. 7
+            x = x + var**0.5 * torch.randn(n, 2, generator=g)
+    return torch.stack(xs + [x])
 
 
 def report(x):
-    spike, offset = nearest(x)
+    spike = torch.cdist(x, CENTERS).argmin(1)  # the nearest spike
+    offset = x - CENTERS[spike]
     share, dist = torch.bincount(spike, minlength=4) / len(x), offset.norm(dim=1).max()
     spread = [offset[spike == j].std(0).max().item() for j in range(4)]  # the larger of the 2 axes
     print(f"target    share 0.25 at each spike, spread {STD}, max distance to a spike ~{4 * STD}")
@@ -121,7 +120,7 @@ def plot(losses, traj, path, show):
     a.set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
     b.plot(np.arange(T, -1, -1), traj[:, :100, 0], "C0", lw=0.5, alpha=0.5)  # traj[i] is at T - i
     b.set(title="x1 of 100 samples, x_T to x_0", xlabel="level t", ylabel="x1", xlim=(T, 0))
-    c.scatter(*nearest(torch.tensor(traj[-1]))[1].T, s=3, alpha=0.4)
+    c.scatter(*(traj[-1] - np.sign(traj[-1])).T, s=3, alpha=0.4)  # the nearest spike is sign(x)
     c.add_patch(plt.Circle((0, 0), 2 * STD, color="k", fill=False, ls="--"))
     c.set(title="x_0 minus its spike (dashed: target, 2 std)", xlabel="x1 - c1", ylabel="x2 - c2",
           aspect="equal", xlim=(-0.05, 0.05), ylim=(-0.05, 0.05))
