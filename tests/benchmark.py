@@ -187,8 +187,8 @@ def bench_toy(script, seed, settings=()):
     return wall, fidelity(x, target, seed), figures(x, target, kind)
 
 
-def toy_row(script, results, floors):
-    """The table row of one toy from its runs' (wall, W1/floor, figures)."""
+def toy_row(script, results, floor):
+    """The table row of one toy from its runs' (wall, W1/floor, figures) and the run's floor."""
     walls, ratios, seen = [r[0] for r in results], [r[1] for r in results], {}
     for r in results:
         for k, v in r[2].items():
@@ -197,14 +197,14 @@ def toy_row(script, results, floors):
     if TARGETS[script][1] == "roll":  # the roll's bar is on the median too
         details += f" (median {np.median(seen['curve dist ratio']):.3g})"
     wall = statistics.median(walls)
-    return (f"| {script} | {wall:.1f} | {wall / statistics.median(floors):.2f} | "
+    return (f"| {script} | {wall:.1f} | {wall / floor:.2f} | "
             f"{np.median(ratios):.2f} | {max(ratios):.2f} | {details} |")
 
 
 def bench_image(floors):
-    """The image recipes, once each (seed 0: they take minutes): time and the script's own
-    k-NN precision / recall and 1-NN label match against held-out real images."""
-    rows = []
+    """The image recipes, once each (seed 0: they take minutes): (name, argv shown, time, the
+    script's own k-NN precision / recall and 1-NN label match against held-out real images)."""
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         digits = f"{tmp}/digits"
         timed([str(ROOT / "tests" / "make_digits.py"), digits])
@@ -216,10 +216,9 @@ def bench_image(floors):
             scores = dict(re.findall(r"(precision|recall|label match) ([0-9.]+)", stdout))
             details = ", ".join(f"{k} {v}" for k, v in scores.items())
             shown = " ".join(argv).replace(digits, "digits")
-            rows.append(f"| image_ddpm {name} `{shown}` | {wall:.1f} | "
-                        f"{wall / statistics.median(floors):.1f} | - | - | {details} |")
-            print(rows[-1], file=sys.stderr)
-    return rows
+            results.append((name, shown, wall, details))
+            print(f"image_ddpm {name} {shown}: {wall:.1f} s, {details}", file=sys.stderr)
+    return results
 
 
 def table(seeds, image, only=None, settings=()):
@@ -241,10 +240,12 @@ def table(seeds, image, only=None, settings=()):
             print(f"seed {seed} {script}: {wall:.1f} s, floor {floors[-1]:.2f} s, W1/floor "
                   f"{ratio:.2f}" + "".join(f", {k} {v:.3g}" for k, v in figs.items()),
                   file=sys.stderr)
-    rows += [toy_row(script, results[script], floors) for script in toys]
-    if image:
-        rows += bench_image(floors)
-    rows.append(f"\nfloor: {statistics.median(floors):.2f} s, the median of {len(floors)} runs of "
+    images = bench_image(floors) if image else []
+    floor = statistics.median(floors)  # one floor for every row: the median over the whole run
+    rows += [toy_row(script, results[script], floor) for script in toys]
+    rows += [f"| image_ddpm {name} `{shown}` | {wall:.1f} | {wall / floor:.1f} | - | - | "
+             f"{details} |" for name, shown, wall, details in images]
+    rows.append(f"\nfloor: {floor:.2f} s, the median of {len(floors)} runs of "
                 f"`python {FLOOR[0]} \"{FLOOR[1]}\"`, interleaved with the scripts' runs.")
     if settings:
         rows.append(f"The toys ran with these constants changed: {', '.join(settings)}.")

@@ -66,3 +66,21 @@ def test_set_changes_a_constant_as_the_flag_would():
     assert np.array_equal(by_set, by_flag) and not np.array_equal(by_set, other)
     with pytest.raises(SystemExit, match="no such constant"):
         run("single_DDPM", 1, ["--samples", "50"], settings=["STPES=5"])
+
+
+def test_every_row_divides_by_the_one_floor_the_table_prints(monkeypatch):
+    """Toys and image recipes alike: x floor = time / the printed floor, the median of all the
+    run's floors (here 1, 2 and 9 s for the toy, 5 s for the image recipe)."""
+    import benchmark
+    floors = iter([1.0, 2.0, 9.0, 5.0])
+    monkeypatch.setattr(benchmark, "timed", lambda argv: (next(floors), ""))
+    monkeypatch.setattr(benchmark, "bench_toy", lambda script, seed, settings: (7.0, 1.0, {}))
+
+    def bench_image(floors):
+        floors.append(benchmark.timed([])[0])
+        return [("shapes", "--steps 1", 70.0, "precision 1")]
+
+    monkeypatch.setattr(benchmark, "bench_image", bench_image)
+    md = benchmark.table(3, True, ["single_DDPM"])
+    assert "| single_DDPM | 7.0 | 2.00 |" in md and "| 70.0 | 20.0 |" in md
+    assert "floor: 3.50 s, the median of 4 runs" in md
