@@ -60,10 +60,11 @@ class Denoiser(nn.Sequential):
     def __init__(self):
         super().__init__(nn.Linear(2, WIDTH), nn.SiLU(), nn.Linear(WIDTH, WIDTH), nn.SiLU(),
                          nn.Linear(WIDTH, WIDTH), nn.SiLU(), nn.Linear(WIDTH, 1))
+        self.mean, self.std = marginal(torch.arange(T + 1)[:, None])  # of q(x_t), t = 0..T
 
     def forward(self, xt, t):
-        mean, std = marginal(t[:, None])
-        return super().forward(torch.cat([((xt - mean) / std).float(), t[:, None] / T], 1))
+        z = (xt - self.mean[t]) / self.std[t]  # x_t in stds of q(x_t) from its mean
+        return super().forward(torch.cat([z.float(), t[:, None] / T], 1))
 
 
 def train(steps=STEPS, seed=0):
@@ -106,8 +107,7 @@ def report(traj):
 
 
 def plot(losses, traj, path, show):
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.35)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), layout="constrained")
     axes[0, 0].semilogy(losses, lw=0.5)
     axes[0, 0].set(title="training loss (Algorithm 1)", xlabel="step", ylabel="MSE on eps")
     # traj[i] is at levels[i]; z is x_t in stds of q(x_t) from its mean
