@@ -34,7 +34,8 @@ def exact_eps_spikes(m):
 
 
 def w1(a, b):
-    """1-Wasserstein distance between equal-size samples (n, dim); sliced over 64 directions in 2D."""
+    """1-Wasserstein distance between equal-size samples (n, dim); sliced over 64 directions
+    in 2D."""
     u = torch.randn(a.shape[1], 64, generator=torch.Generator().manual_seed(0)) if a.shape[1] > 1 \
         else torch.ones(1, 1)
     u = u / u.norm(dim=0)

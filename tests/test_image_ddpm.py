@@ -44,13 +44,15 @@ def test_ddpm_update_matches_algorithm_2_with_the_guided_eps(w):
     assert torch.allclose(traj[1], expect, atol=1e-5)
     x1, t = traj[-2], torch.ones(n)  # the last step, t = 1, adds no noise
     eps = (1 + w) * dummy(x1, t, labels) - w * dummy(x1, t, torch.full((n,), -1))
-    assert torch.allclose(traj[-1], (x1 - BETA[0] / (1 - AB[1]).sqrt() * eps) / (1 - BETA[0]).sqrt(), atol=1e-4)
+    x0 = (x1 - BETA[0] / (1 - AB[1]).sqrt() * eps) / (1 - BETA[0]).sqrt()
+    assert torch.allclose(traj[-1], x0, atol=1e-4)
 
 
 @pytest.mark.parametrize("w", [0.0, 3.0])
 def test_ddim_update_matches_song_eq_12_with_the_guided_eps(w):
     n, s, k, labels = 2, 4, 3, torch.tensor([1, 0])
-    traj = m.sample(dummy, n, seed=5, img_size=s, sample_steps=k, labels=labels, guidance=w).double()
+    traj = m.sample(dummy, n, seed=5, img_size=s, sample_steps=k, labels=labels,
+                    guidance=w).double()
     assert traj.shape == (k + 1, n, 3, s, s)
     ts = [300, 200, 100, 0]
     for i, (t, s_) in enumerate(zip(ts[:-1], ts[1:])):
@@ -79,7 +81,8 @@ def gaussian_eps(mu, s):
     """Exact E[eps | x_t] for pixels x_0 ~ N(mu, s^2): k_t (x_t - sqrt(ab_t) mu), with
     k_t = sqrt(1 - ab_t) / (ab_t s^2 + 1 - ab_t). Returns (k, eps function of (x, t, c))."""
     k = (1 - AB).sqrt() / (AB * s**2 + 1 - AB)
-    return k, lambda x, t, c: (k[t].reshape(-1, 1, 1, 1) * (x - AB[t].sqrt().reshape(-1, 1, 1, 1) * mu)).float()
+    return k, lambda x, t, c: (k[t].reshape(-1, 1, 1, 1)
+                              * (x - AB[t].sqrt().reshape(-1, 1, 1, 1) * mu)).float()
 
 
 def sampler_law(ts, mu, s, ddpm):
@@ -187,7 +190,8 @@ def test_cli_labels_guidance_resume_sample_only_and_video(tmp_path):
     m.main(["--steps", "2", "--sample-steps", "2", *common])
     m.main(["--steps", "4", "--resume", "--sample-steps", "2", "--guidance", "2", *common])
     assert torch.load(tmp_path / "image_ddpm.pt", weights_only=True)["step"] == 4
-    r = m.main(["--sample-only", "--label", "square", "--guidance", "3", "--sample-steps", "3", *common])
+    r = m.main(["--sample-only", "--label", "square", "--guidance", "3", "--sample-steps", "3",
+                *common])
     assert set(r) >= {"precision", "recall", "label_match"} and list(r["by_class"]) == ["square"]
     samples = np.load(tmp_path / "image_ddpm_samples.npy")
     assert samples.shape == (6, 8, 8, 3) and samples.dtype == np.uint8

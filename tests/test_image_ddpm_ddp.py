@@ -15,9 +15,11 @@ m = load("image_ddpm.py")
 def test_two_processes_train_one_model_on_different_data(tmp_path):
     for i in range(20):  # two classes, ten images each, of different brightness
         (tmp_path / "data" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
-        iio.imwrite(tmp_path / "data" / "ab"[i % 2] / f"{i}.png", np.full((8, 8, 3), 12 * i, np.uint8))
+        iio.imwrite(tmp_path / "data" / "ab"[i % 2] / f"{i}.png",
+                    np.full((8, 8, 3), 12 * i, np.uint8))
     flags = ["--steps", "3", "--samples", "4", "--img-size", "8", "--batch-size", "4",
-             "--sample-steps", "2", "--guidance", "1", "--data", str(tmp_path / "data"), "--out", str(tmp_path)]
+             "--sample-steps", "2", "--guidance", "1", "--data", str(tmp_path / "data"),
+             "--out", str(tmp_path)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(CODES / "image_ddpm.py"), *flags]
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
@@ -31,6 +33,6 @@ def test_two_processes_train_one_model_on_different_data(tmp_path):
     # those of one process alone (same seed, rank 0's share), by far more than rounding
     images, labels, classes = m.load_folder(str(tmp_path / "data"), 8)
     held = torch.arange(len(images)) % 10 == 0
-    alone = m.train(3, seed=0, images=images[~held][::2], labels=labels[~held][::2], classes=classes,
-                    img_size=8, batch=4)[0].state_dict()
+    alone = m.train(3, seed=0, images=images[~held][::2], labels=labels[~held][::2],
+                    classes=classes, img_size=8, batch=4)[0].state_dict()
     assert max((alone[k] - v).abs().max().item() for k, v in state["ema"].items()) > 1e-4
