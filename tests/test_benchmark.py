@@ -2,7 +2,7 @@
 its --set runs a toy with a constant changed."""
 import numpy as np
 import pytest
-from benchmark import RING, SPIKES, TARGETS, figures, fidelity, run
+from benchmark import RING, SPIKES, TARGETS, empty_share, figures, fidelity, run
 
 
 @pytest.mark.parametrize("script", sorted(TARGETS))
@@ -57,6 +57,19 @@ def test_curve_distance_sees_a_blurred_roll():
     assert 0.9 < fresh < 1.1
     blurred = roll(2000, rng) + 0.15 * rng.standard_normal((2000, 2))
     assert figures(blurred, roll, "roll")["curve dist ratio"] > 1.5
+
+
+def test_empty_share_sees_tiles_without_an_object_and_no_real_shape():
+    import torch
+    from conftest import load
+    m = load("image_ddpm")
+    real = m.to_uint8(m.shapes(2000, 16, torch.Generator().manual_seed(0))[0])
+    assert empty_share(real) == 0  # not even the smallest triangle
+    tiles = real[:100].copy()
+    tiles[:20] = tiles[:20, :1, :1]  # 20 tiles of one colour each
+    tiles[20:30] = tiles[20:30, :1, :1] + np.random.default_rng(0).integers(0, 20, (16, 16, 3))
+    tiles[20:30, 5:7, 5:7] = 255  # faint noise and a 2 x 2 dot: empty still
+    assert empty_share(tiles) == pytest.approx(0.3)
 
 
 def test_set_changes_a_constant_as_the_flag_would():
