@@ -103,10 +103,11 @@ def nearest(x):
 
 
 def report(x):
-    """Share and spread per spike and the farthest sample, printed and as a dict."""
+    """Share per spike, spread (root mean square offset from its spike, the larger axis: the
+    target's STD) and the farthest sample, printed and as a dict."""
     dist, spike = nearest(x)
     share = [(spike == j).float().mean().item() for j in range(len(CENTERS))]
-    spread = [x[spike == j].std(0).max().item() for j in range(len(CENTERS))]
+    spread = [(x[spike == j] - c).pow(2).mean(0).sqrt().max().item() for j, c in enumerate(CENTERS)]
     print(f"generated shares {' '.join(f'{p:.3f}' for p in share)} (target 0.250 each), spreads "
           f"{' '.join(f'{s:.4f}' for s in spread)} (target {STD:.4f}), farthest {dist.max():.3f}")
     return {"share": share, "spread": spread, "max_dist": dist.max().item()}
