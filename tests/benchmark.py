@@ -16,6 +16,8 @@ then score the saved `<script>_samples.npy`:
 - each target's own figures (worst over the seeds): mean and std errors, the share of
   samples per mode, the spread inside each mode. Each run's time and figures also go to
   stderr as it ends, so a miss names its seed.
+- image rows (--image): the script's own k-NN precision, recall and 1-NN label match,
+  and the share of empty samples (no object), which the label match cannot see.
 
     python tests/benchmark.py                  # all toys, 3 seeds, prints a markdown table
     python tests/benchmark.py --write-readme   # ... and puts it into README.md
